@@ -1,0 +1,1 @@
+"""The worker-node daemon cloud-api-adaptor."""

@@ -1,0 +1,1 @@
+"""Key broker service (Trustee KBS protocol)."""

@@ -1,0 +1,1 @@
+"""Cloud providers: each turns a pod sandbox into a (confidential) instance behind `Provider`."""

@@ -1,0 +1,93 @@
+"""The provider interface: the handful of calls the adaptor makes on a cloud.
+
+Everything cloud-specific lives behind these calls, so the sandbox manager can create, delete and
+reconcile instances without knowing which cloud it talks to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Tag keys put on every instance, so that owned instances can be listed and reconciled.
+OWNER_TAG = "peerpods.owner"
+SANDBOX_TAG = "peerpods.sandbox-id"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What the pod asked for (from the CreateVM annotations); zero means "not set"."""
+
+    instance_type: str = ""
+    vcpus: int = 0
+    memory_mib: int = 0
+    gpus: int = 0
+    image: str = ""
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """One instance to create: its name, its sandbox, the pod's wishes and the cloud-config user data."""
+
+    name: str
+    sandbox_id: str
+    user_data: bytes
+    spec: InstanceSpec = InstanceSpec()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An instance as the cloud reports it. `id` is what `delete_instance` takes."""
+
+    id: str
+    name: str
+    ips: tuple[IPAddress, ...] = ()
+    sandbox_id: str = ""
+
+
+class ProviderError(Exception):
+    """A cloud call failed; the message carries the cloud's own reason for the shim to see."""
+
+
+class InstanceNotFound(ProviderError):
+    """The instance does not exist (already deleted, or never created)."""
+
+
+class CapacityError(ProviderError):
+    """The cloud has no capacity for this instance type right now; another type may work."""
+
+
+class InvalidRequestError(ProviderError):
+    """The cloud rejected the request itself (bad image, subnet, type): retrying cannot help."""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A cloud as the adaptor sees it. Every call is safe to retry after a crash.
+
+    A provider is built with the owner id of the adaptor that uses it; it tags what it creates with
+    that owner and lists only instances carrying it.
+    """
+
+    name: str
+
+    async def create_instance(self, request: CreateRequest) -> Instance:
+        """Create and start an instance tagged with `OWNER_TAG`/`SANDBOX_TAG`; return it with its IPs."""
+        ...
+
+    async def delete_instance(self, instance_id: str) -> None:
+        """Delete the instance and what was created with it; raise `InstanceNotFound` if it is gone."""
+        ...
+
+    async def list_instances(self) -> list[Instance]:
+        """The instances this adaptor owns (tagged with its owner id), in any state but deleted."""
+        ...
+
+    async def teardown(self) -> None:
+        """Release clients and background work; instances are left as they are."""
+        ...

@@ -1,0 +1,1 @@
+"""A client that drives the adaptor the way the Kata shim does."""

@@ -1,0 +1,1 @@
+"""Attestation service: one verifier per TEE, reference values, policy and EAR tokens."""
