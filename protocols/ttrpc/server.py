@@ -1,0 +1,204 @@
+"""asyncio ttrpc server: many concurrent unary calls per connection, replies in any order.
+
+The connection validates frames and stream ids itself (odd and increasing, as Go's server does),
+answers protocol faults on the offending stream only, and hands each valid call to `dispatch`.
+Plain servers run a handler task per call; the relay overrides `dispatch` to forward instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from protocols.ttrpc.envelope import Call, decode_request, error_frame, response_frame
+from protocols.ttrpc.frames import MAX_PAYLOAD, Flags, Frame, FrameDecoder, FrameTooLarge, MessageType
+from protocols.ttrpc.status import Code, TtrpcError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Call], Awaitable[bytes]]
+Services = Mapping[str, Mapping[str, Handler]]
+
+RequestT = TypeVar("RequestT", bound=Message)
+
+
+def unary(request_type: type[RequestT], handler: Callable[[RequestT, Call], Awaitable[Message]]) -> Handler:
+    """Adapt a handler over decoded protobuf messages to the raw-bytes `Handler` shape."""
+
+    async def handle(call: Call) -> bytes:
+        request = request_type()
+        try:
+            request.ParseFromString(call.payload)
+        except DecodeError as exc:
+            raise TtrpcError(Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from None
+        response = await handler(request, call)
+        return response.SerializeToString()
+
+    return handle
+
+
+class ServerConnection(asyncio.Protocol):
+    """One client connection. Subclasses may override `dispatch` and `lookup`."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder()
+        self._last_stream_id = 0
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        for event in self._decoder.feed(data):
+            if isinstance(event, Frame):
+                self._frame_received(event)
+            elif event.type == MessageType.REQUEST:
+                message = f"message length {event.length} exceed maximum message size of {MAX_PAYLOAD}"
+                log.warning("refusing oversized request on stream %d: %s", event.stream_id, message)
+                self.send(error_frame(event.stream_id, TtrpcError(Code.RESOURCE_EXHAUSTED, message)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    # framing
+
+    def send(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
+
+    def reply(self, stream_id: int, payload: bytes) -> None:
+        try:
+            self.send(response_frame(stream_id, payload))
+        except FrameTooLarge as exc:
+            self.send(error_frame(stream_id, TtrpcError(Code.RESOURCE_EXHAUSTED, str(exc))))
+
+    def _frame_received(self, frame: Frame) -> None:
+        if frame.type == MessageType.REQUEST:
+            try:
+                call = self._accept_request(frame)
+            except TtrpcError as exc:
+                self.send(error_frame(frame.stream_id, exc))
+                return
+            self.dispatch(frame.stream_id, call, frame.payload)
+        elif frame.type == MessageType.DATA and not self.is_active(frame.stream_id):
+            error = TtrpcError(Code.INVALID_ARGUMENT, "StreamID is no longer active")
+            self.send(error_frame(frame.stream_id, error))
+        # Responses from a client, Data on unary streams and unknown types are ignored, as upstream.
+
+    def _accept_request(self, frame: Frame) -> Call:
+        if frame.stream_id % 2 == 0:
+            raise TtrpcError(Code.INVALID_ARGUMENT, "StreamID must be odd for client initiated streams")
+        if frame.stream_id <= self._last_stream_id:
+            raise TtrpcError(Code.INVALID_ARGUMENT, "StreamID cannot be re-used and must increment")
+        self._last_stream_id = frame.stream_id
+        if frame.flags & Flags.REMOTE_OPEN:
+            raise TtrpcError(Code.UNIMPLEMENTED, "streaming calls are not supported")
+        call = decode_request(frame.payload)
+        self.lookup(call)
+        return call
+
+    def lookup(self, call: Call) -> Handler:
+        methods = self.services.get(call.service)
+        if methods is None:
+            raise TtrpcError(Code.UNIMPLEMENTED, f"service {call.service}")
+        handler = methods.get(call.method)
+        if handler is None:
+            raise TtrpcError(Code.UNIMPLEMENTED, f"method {call.method}")
+        return handler
+
+    def is_active(self, stream_id: int) -> bool:
+        return stream_id in self._tasks
+
+    # calls
+
+    def dispatch(self, stream_id: int, call: Call, raw_request: bytes) -> None:
+        """Run the handler in its own task so slow calls never hold up the others."""
+        task = asyncio.get_running_loop().create_task(self._run(stream_id, call))
+        self._tasks[stream_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(stream_id, None))
+
+    async def _run(self, stream_id: int, call: Call) -> None:
+        handler = self.lookup(call)
+        timeout = call.timeout_nano / 1e9 if call.timeout_nano > 0 else None
+        try:
+            async with asyncio.timeout(timeout):
+                payload = await handler(call)
+        except TtrpcError as exc:
+            self.send(error_frame(stream_id, exc))
+        except TimeoutError:
+            self.send(error_frame(stream_id, TtrpcError(Code.DEADLINE_EXCEEDED, "timeout")))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s/%s failed", call.service, call.method)
+            self.send(error_frame(stream_id, TtrpcError(Code.UNKNOWN, str(exc) or type(exc).__name__)))
+        else:
+            self.reply(stream_id, payload)
+
+
+ConnectionFactory = Callable[[], asyncio.Protocol]
+
+
+class Server:
+    """Listens on unix or TCP(+TLS) sockets and serves `services` on every connection."""
+
+    def __init__(self, services: Services | None = None, factory: ConnectionFactory | None = None) -> None:
+        self._new_connection: ConnectionFactory = factory or (lambda: ServerConnection(services or {}))
+        self._listeners: list[asyncio.Server] = []
+        self._connections: weakref.WeakSet[asyncio.Protocol] = weakref.WeakSet()
+
+    def _factory(self) -> asyncio.Protocol:
+        connection = self._new_connection()
+        self._connections.add(connection)
+        return connection
+
+    async def listen_unix(self, path: str | Path, mode: int = 0o660) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        listener = await asyncio.get_running_loop().create_unix_server(self._factory, str(path))
+        path.chmod(mode)
+        self._listeners.append(listener)
+
+    async def listen_tcp(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Returns the bound port (useful with port 0)."""
+        listener = await asyncio.get_running_loop().create_server(self._factory, host, port, ssl=tls)
+        self._listeners.append(listener)
+        bound: int = listener.sockets[0].getsockname()[1]
+        return bound
+
+    async def close(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        for connection in list(self._connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
+        for listener in self._listeners:
+            await listener.wait_closed()
+        self._listeners.clear()

@@ -1,0 +1,100 @@
+"""Byte-exact ttrpc framing, including the worked examples in reference/kata.md §2.9."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocols.proto import health_pb2, hypervisor_pb2
+from protocols.ttrpc.envelope import encode_request, encode_response, response_frame
+from protocols.ttrpc.frames import (
+    MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    FrameTooLarge,
+    MessageType,
+    OversizedFrame,
+    encode_frame,
+)
+from protocols.ttrpc.status import Code
+
+
+def test_health_check_request_bytes() -> None:
+    frame = encode_frame(1, MessageType.REQUEST, encode_request("grpc.Health", "Check", b""))
+    assert frame == bytes.fromhex("00000014 00000001 01 00") + b"\x0a\x0bgrpc.Health\x12\x05Check"
+
+
+def test_health_check_response_bytes() -> None:
+    payload = health_pb2.HealthCheckResponse(
+        status=health_pb2.HealthCheckResponse.SERVING
+    ).SerializeToString()
+    assert response_frame(1, payload) == bytes.fromhex("00000006 00000001 02 00 0a00 1202 0801")
+
+
+def test_create_vm_response_bytes() -> None:
+    path = "/run/peerpod/pods/sb1/agent.ttrpc"
+    payload = hypervisor_pb2.CreateVMResponse(agentSocketPath=path).SerializeToString()
+    expected = bytes.fromhex("00000027 00000001 02 00 0a00 1223 0a21") + path.encode()
+    assert response_frame(1, payload) == expected
+
+
+def test_stop_vm_error_bytes() -> None:
+    frame = response_frame(1, code=Code.NOT_FOUND, message="sandbox not found")
+    assert frame == bytes.fromhex("00000017 00000001 02 00 0a15 0805 1211") + b"sandbox not found"
+
+
+def test_create_vm_request_layout() -> None:
+    request = hypervisor_pb2.CreateVMRequest(id="sb1", networkNamespacePath="/var/run/netns/cni-1")
+    request.annotations["io.katacontainers.config.hypervisor.machine_type"] = "t3.small"
+    body = encode_request("hypervisor.Hypervisor", "CreateVM", request.SerializeToString(), 600_000_000_000)
+    assert body.startswith(
+        b"\x0a\x15hypervisor.Hypervisor\x12\x08CreateVM\x1a\x59\x0a\x03sb1\x12\x3c\x0a\x30"
+    )
+    frame = encode_frame(1, MessageType.REQUEST, body)
+    assert frame[:10] == bytes.fromhex("00000083 00000001 01 00")
+
+
+def test_success_status_is_empty_message() -> None:
+    assert encode_response(b"") == b"\x0a\x00"
+
+
+def test_decoder_handles_any_chunking() -> None:
+    frames = [encode_frame(i * 2 + 1, MessageType.REQUEST, bytes([i]) * i) for i in range(20)]
+    stream = b"".join(frames)
+    decoder = FrameDecoder()
+    events = []
+    for i in range(0, len(stream), 7):
+        events += decoder.feed(stream[i : i + 7])
+    assert [e.stream_id for e in events] == [i * 2 + 1 for i in range(20)]
+    assert all(isinstance(e, Frame) and e.payload == bytes([i]) * i for i, e in enumerate(events))
+    assert decoder.buffered == 0
+
+
+def test_oversized_frame_is_skipped_without_losing_the_next() -> None:
+    decoder = FrameDecoder()
+    header = (MAX_PAYLOAD + 1).to_bytes(4, "big") + (3).to_bytes(4, "big") + b"\x01\x00"
+    following = encode_frame(5, MessageType.REQUEST, b"ok")
+    events = decoder.feed(header + b"x" * 1000)
+    assert events == [OversizedFrame(3, MessageType.REQUEST, MAX_PAYLOAD + 1)]
+    remaining = MAX_PAYLOAD + 1 - 1000
+    events = decoder.feed(b"y" * (remaining - 10))
+    assert events == []
+    events = decoder.feed(b"y" * 10 + following)
+    assert events == [Frame(5, MessageType.REQUEST, 0, b"ok")]
+
+
+def test_encoder_refuses_oversized_payload() -> None:
+    try:
+        encode_frame(1, MessageType.REQUEST, b"x" * (MAX_PAYLOAD + 1))
+    except FrameTooLarge as exc:
+        assert "exceeds maximum message size of 4194304" in str(exc)
+    else:
+        raise AssertionError("oversized frame was encoded")
+
+
+@given(st.binary(max_size=2000), st.lists(st.integers(min_value=1, max_value=50), max_size=40))
+def test_decoder_never_crashes_on_random_bytes(data: bytes, cuts: list[int]) -> None:
+    decoder = FrameDecoder(max_payload=256)
+    position = 0
+    for cut in cuts:
+        decoder.feed(data[position : position + cut])
+        position += cut
+    decoder.feed(data[position:])
