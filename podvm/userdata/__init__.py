@@ -1,0 +1,1 @@
+"""`process-user-data`: fetch the pod VM's cloud-config, write the allow-listed files, apply initdata."""
