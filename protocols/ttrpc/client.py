@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
-from protocols.ttrpc.envelope import decode_response, encode_request
+from protocols.ttrpc.envelope import decode_message, decode_response, encode_request
 from protocols.ttrpc.frames import Frame, FrameDecoder, FrameTooLarge, MessageType, encode_frame
 from protocols.ttrpc.status import Code, TtrpcError
 
@@ -172,12 +172,7 @@ class Client:
         metadata: Iterable[tuple[str, str]] = (),
     ) -> ResponseT:
         payload = await self.call(service, method, request.SerializeToString(), timeout, metadata)
-        response = response_type()
-        try:
-            response.ParseFromString(payload)
-        except DecodeError as exc:
-            raise TtrpcError(Code.INTERNAL, f"malformed {response_type.__name__}: {exc}") from None
-        return response
+        return decode_message(response_type, payload, Code.INTERNAL)
 
     async def close(self) -> None:
         transport = self.connection.transport

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from protocols.proto import ttrpc_pb2
 from protocols.ttrpc.frames import MessageType, encode_frame
@@ -13,16 +15,25 @@ from protocols.ttrpc.status import Code, TtrpcError
 
 Metadata = tuple[tuple[str, str], ...]
 
+MessageT = TypeVar("MessageT", bound=Message)
+
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A decoded request as a handler sees it."""
+    """A decoded request as a handler sees it; `received` is its arrival on the monotonic clock."""
 
     service: str
     method: str
     payload: bytes
     timeout_nano: int
     metadata: Metadata
+    received: float = 0.0
+
+    def remaining(self) -> float | None:
+        """Seconds left before the caller's deadline, or None when the call has no deadline."""
+        if self.timeout_nano <= 0:
+            return None
+        return max(0.0, self.timeout_nano / 1e9 - (time.monotonic() - self.received))
 
 
 def encode_request(
@@ -46,6 +57,7 @@ def decode_request(data: bytes) -> Call:
         request.payload,
         request.timeout_nano,
         tuple((kv.key, kv.value) for kv in request.metadata),
+        time.monotonic(),
     )
 
 
@@ -75,3 +87,15 @@ def decode_response(data: bytes) -> bytes:
     if response.HasField("status") and response.status.code != Code.OK:
         raise TtrpcError(response.status.code, response.status.message)
     return response.payload
+
+
+def decode_message(
+    message_type: type[MessageT], payload: bytes, code: int = Code.INVALID_ARGUMENT
+) -> MessageT:
+    """Parse a call's payload, turning a decode failure into a status the caller understands."""
+    message = message_type()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError as exc:
+        raise TtrpcError(code, f"malformed {message_type.DESCRIPTOR.name}: {exc}") from None
+    return message

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
-from protocols.ttrpc.envelope import Call, decode_request, error_frame, response_frame
+from protocols.ttrpc.envelope import Call, decode_message, decode_request, error_frame, response_frame
 from protocols.ttrpc.frames import MAX_PAYLOAD, Flags, Frame, FrameDecoder, FrameTooLarge, MessageType
 from protocols.ttrpc.status import Code, TtrpcError
 
@@ -34,11 +34,7 @@ def unary(request_type: type[RequestT], handler: Callable[[RequestT, Call], Awai
     """Adapt a handler over decoded protobuf messages to the raw-bytes `Handler` shape."""
 
     async def handle(call: Call) -> bytes:
-        request = request_type()
-        try:
-            request.ParseFromString(call.payload)
-        except DecodeError as exc:
-            raise TtrpcError(Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from None
+        request = decode_message(request_type, call.payload, Code.INTERNAL)
         response = await handler(request, call)
         return response.SerializeToString()
 
@@ -143,9 +139,8 @@ class ServerConnection(asyncio.Protocol):
 
     async def _run(self, stream_id: int, call: Call) -> None:
         handler = self.lookup(call)
-        timeout = call.timeout_nano / 1e9 if call.timeout_nano > 0 else None
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(call.remaining()):
                 payload = await handler(call)
         except TtrpcError as exc:
             self.send(error_frame(stream_id, exc))

@@ -1,0 +1,56 @@
+"""The per-pod agent proxy: the shim's agent socket on one side, the pod VM's forwarder on the other.
+
+The Kata shim dials the unix socket and speaks the agent API as if the agent were local; every
+call goes over one mutually authenticated TLS connection to the forwarder at <vm-ip>:15150.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
+
+from protocols.agent import AGENT_METHODS
+from protocols.ttrpc.client import Client
+from protocols.ttrpc.relay import Interceptor, RelayConnection, Upstream
+from protocols.ttrpc.server import Server
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "agent.ttrpc"
+
+
+class AgentProxy:
+    def __init__(
+        self,
+        socket_path: Path,
+        host: str,
+        port: int,
+        server_name: str,
+        tls: ssl.SSLContext,
+        dial_timeout_s: float,
+        interceptors: Mapping[tuple[str, str], Interceptor] | None = None,
+    ) -> None:
+        self.socket_path = socket_path
+
+        async def dial() -> Client:
+            return await Client.connect_tcp(host, port, tls, server_hostname=server_name)
+
+        name = f"pod VM {server_name} at {host}:{port}"
+        self.upstream = Upstream(dial, timeout_s=dial_timeout_s, name=name)
+        self._server = Server(factory=lambda: RelayConnection(self.upstream, AGENT_METHODS, interceptors))
+
+    async def start(self) -> None:
+        """Listen on the agent socket (only root and the shim's group may connect)."""
+        await self._server.listen_unix(self.socket_path)
+
+    async def connect(self) -> None:
+        """Dial the pod VM, retrying with backoff until the dial timeout; raises TtrpcError UNAVAILABLE."""
+        await self.upstream.get()
+        log.info("agent tunnel up: %s", self.socket_path)
+
+    async def close(self) -> None:
+        await self._server.close()
+        await self.upstream.close()
+        self.socket_path.unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+"""`agent-protocol-forwarder`: upstream's command name and flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from podvm.forwarder.config import DEFAULT_CONFIG_PATH, ForwarderConfig, ForwarderConfigError
+from podvm.forwarder.service import AGENT_DIAL_TIMEOUT, DEFAULT_AGENT_SOCKET, DEFAULT_PORT, start_forwarder
+from protocols.daemon import notify_ready, run, setup_logging, split_host_port
+from protocols.tunnel_tls import TunnelTLSError, server_context
+
+log = logging.getLogger("agent-protocol-forwarder")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="agent-protocol-forwarder",
+        description="Serve the Kata agent API over mutual TLS on the pod VM; forward it to the kata-agent.",
+    )
+    p.add_argument(
+        "-config", "--config", default=DEFAULT_CONFIG_PATH, help="apf.json written by process-user-data"
+    )
+    p.add_argument("-listen", "--listen", default=f"0.0.0.0:{DEFAULT_PORT}", help="address to listen on")
+    p.add_argument("-kata-agent-socket", "--kata-agent-socket", default=DEFAULT_AGENT_SOCKET)
+    p.add_argument(
+        "-pod-namespace",
+        "--pod-namespace",
+        default="/run/netns/podns",
+        help="network namespace containers join (empty: leave the OCI spec alone)",
+    )
+    p.add_argument("-disable-tls", "--disable-tls", action="store_true", help="plain TCP (testing only)")
+    p.add_argument(
+        "-cert-file", "--cert-file", help="server certificate (manual TLS mode, instead of apf.json)"
+    )
+    p.add_argument("-cert-key", "--cert-key", help="server key (manual TLS mode)")
+    p.add_argument("-ca-cert-file", "--ca-cert-file", help="CA for client certificates (manual TLS mode)")
+    p.add_argument("-agent-dial-timeout", "--agent-dial-timeout", type=float, default=AGENT_DIAL_TIMEOUT)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def tls_from(args: argparse.Namespace, config: ForwarderConfig) -> tuple[str, str, str]:
+    if args.cert_file or args.cert_key or args.ca_cert_file:
+        if not (args.cert_file and args.cert_key and args.ca_cert_file):
+            raise ForwarderConfigError("-cert-file, -cert-key and -ca-cert-file go together")
+        return (
+            Path(args.cert_file).read_text(),
+            Path(args.cert_key).read_text(),
+            Path(args.ca_cert_file).read_text(),
+        )
+    if not (config.tls_server_cert and config.tls_server_key and config.tls_client_ca):
+        raise ForwarderConfigError("apf.json lacks tls-server-cert, tls-server-key or tls-client-ca")
+    return config.tls_server_cert, config.tls_server_key, config.tls_client_ca
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        config = ForwarderConfig.load(Path(args.config))
+        tls = None
+        if not args.disable_tls:
+            cert, key, client_ca = tls_from(args, config)
+            tls = server_context(cert, key, client_ca, config.tls_min_version)
+    except (ForwarderConfigError, TunnelTLSError, OSError) as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    host, port = split_host_port(args.listen, DEFAULT_PORT)
+
+    async def serve(stop: asyncio.Event) -> None:
+        server, upstream, _ = await start_forwarder(
+            host, port, Path(args.kata_agent_socket), tls, args.pod_namespace, args.agent_dial_timeout
+        )
+        notify_ready()
+        await stop.wait()
+        await server.close()
+        await upstream.close()
+
+    run(serve)

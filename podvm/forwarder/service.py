@@ -1,0 +1,40 @@
+"""The forwarder as a service: a ttrpc relay from the TLS listener to the kata-agent socket."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from pathlib import Path
+
+from podvm.forwarder.interceptors import forwarder_interceptors
+from protocols.agent import AGENT_METHODS
+from protocols.ttrpc.client import Client
+from protocols.ttrpc.relay import RelayConnection, Upstream
+from protocols.ttrpc.server import Server
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AGENT_SOCKET = "/run/kata-containers/agent.sock"
+DEFAULT_PORT = 15150
+AGENT_DIAL_TIMEOUT = 150.0
+
+
+async def start_forwarder(
+    host: str,
+    port: int,
+    agent_socket: Path,
+    tls: ssl.SSLContext | None,
+    pod_namespace: str = "",
+    agent_dial_timeout: float = AGENT_DIAL_TIMEOUT,
+) -> tuple[Server, Upstream, int]:
+    """Listen now; dial the agent lazily on the first call (it may still be starting)."""
+
+    async def dial_agent() -> Client:
+        return await Client.connect_unix(agent_socket)
+
+    upstream = Upstream(dial_agent, timeout_s=agent_dial_timeout, name=f"kata-agent at {agent_socket}")
+    interceptors = forwarder_interceptors(pod_namespace)
+    server = Server(factory=lambda: RelayConnection(upstream, AGENT_METHODS, interceptors))
+    bound = await server.listen_tcp(host, port, tls)
+    log.info("forwarding %s:%d (%s) to %s", host, bound, "TLS" if tls else "plain TCP", agent_socket)
+    return server, upstream, bound

@@ -1,0 +1,38 @@
+"""`peerpods-standin-agent`: run the stand-in agent on a unix socket (tests and the local demo only)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from podvm.standin_agent.agent import StandinAgent
+from protocols.daemon import notify_ready, run, setup_logging
+from protocols.ttrpc.server import Server
+
+log = logging.getLogger("standin-agent")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="peerpods-standin-agent",
+        description="A stand-in for kata-agent (NOT for production): runs containers as plain processes.",
+    )
+    p.add_argument("--socket", default="/run/kata-containers/agent.sock", help="unix socket to serve on")
+    p.add_argument("--root", default="/run/peerpods-standin-agent", help="where containers and files go")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+
+    async def serve(stop: asyncio.Event) -> None:
+        agent = StandinAgent(Path(args.root))
+        server = Server(agent.services())
+        await server.listen_unix(args.socket)
+        log.warning("stand-in agent serving %s: this is not kata-agent", args.socket)
+        notify_ready()
+        await stop.wait()
+        agent.shutdown.set()
+        await server.close()
+
+    run(serve)

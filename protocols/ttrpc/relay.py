@@ -1,0 +1,174 @@
+"""A ttrpc relay: serve calls on one side, forward them over a shared connection to the next hop.
+
+Both the worker-side agent proxy and the in-VM agent-protocol-forwarder are relays. Calls nobody
+rewrites take a fast path: the encoded Request goes upstream as it came and the Response comes
+back byte for byte, with no task per call. Rewritten calls (and calls that arrive before the
+upstream is connected) take the task path. Either way many calls, blocking ones included, are in
+flight at once, and losing the upstream fails what is pending with UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+from protocols.ttrpc.client import Client, ClientConnection
+from protocols.ttrpc.envelope import Call, error_frame
+from protocols.ttrpc.frames import MessageType, encode_frame
+from protocols.ttrpc.server import Handler, ServerConnection
+from protocols.ttrpc.status import Code, TtrpcError
+
+log = logging.getLogger(__name__)
+
+# Rewrites a request payload before it goes upstream (e.g. CreateContainer's OCI spec).
+Interceptor = Callable[[bytes], Awaitable[bytes]]
+Dialer = Callable[[], Awaitable[Client]]
+
+DIAL_ERRORS = (OSError, ssl.SSLError, TimeoutError)
+
+
+class Upstream:
+    """The next hop: dialled lazily, shared by every downstream connection, redialled after loss."""
+
+    def __init__(
+        self, dial: Dialer, timeout_s: float = 300.0, max_backoff_s: float = 5.0, name: str = "upstream"
+    ) -> None:
+        self._dial = dial
+        self._timeout_s = timeout_s
+        self._max_backoff_s = max_backoff_s
+        self._name = name
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def current(self) -> Client | None:
+        """The live connection, if there is one; never dials."""
+        if self._client is not None and not self._client.is_closed:
+            return self._client
+        return None
+
+    async def get(self) -> Client:
+        """The live connection, dialling with exponential backoff (capped) until the dial timeout."""
+        async with self._lock:
+            if (client := self.current) is not None:
+                return client
+            try:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_delay(self._timeout_s),
+                    wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s),
+                    retry=retry_if_exception_type(DIAL_ERRORS),
+                    before_sleep=self._log_retry,
+                    reraise=True,
+                ):
+                    with attempt:
+                        self._client = await self._dial()
+            except DIAL_ERRORS as exc:
+                message = f"cannot reach {self._name} within {self._timeout_s:g}s: {exc}"
+                raise TtrpcError(Code.UNAVAILABLE, message) from None
+            assert self._client is not None
+            return self._client
+
+    def _log_retry(self, state: object) -> None:
+        outcome = getattr(state, "outcome", None)
+        error = outcome.exception() if outcome is not None else None
+        log.info("retrying failed connection to %s: %s", self._name, error)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+class _Forwarded:
+    """One call on the fast path: its downstream stream, its upstream stream, its deadline timer."""
+
+    __slots__ = ("connection", "stream_id", "timer", "upstream", "upstream_id")
+
+    def __init__(self, connection: RelayConnection, stream_id: int) -> None:
+        self.connection = connection
+        self.stream_id = stream_id
+        self.timer: asyncio.TimerHandle | None = None
+        self.upstream: ClientConnection | None = None
+        self.upstream_id = 0
+
+    def done(self, response: bytes | None, error: TtrpcError | None) -> None:
+        if self.connection.inflight.pop(self.stream_id, None) is None:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        if error is not None:
+            self.connection.send(error_frame(self.stream_id, error))
+        else:
+            assert response is not None
+            self.connection.send(encode_frame(self.stream_id, MessageType.RESPONSE, response))
+
+    def expire(self) -> None:
+        self.abandon()
+        self.connection.send(error_frame(self.stream_id, TtrpcError(Code.DEADLINE_EXCEEDED, "timeout")))
+
+    def abandon(self) -> None:
+        self.connection.inflight.pop(self.stream_id, None)
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.upstream is not None:
+            self.upstream.forget(self.upstream_id)
+
+
+class RelayConnection(ServerConnection):
+    """A downstream connection whose calls are served by the upstream."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        methods: Mapping[str, frozenset[str]],
+        interceptors: Mapping[tuple[str, str], Interceptor] | None = None,
+    ) -> None:
+        super().__init__({})
+        self.upstream = upstream
+        self.methods = methods
+        self.interceptors = interceptors or {}
+        self.inflight: dict[int, _Forwarded] = {}
+
+    def lookup(self, call: Call) -> Handler:
+        methods = self.methods.get(call.service)
+        if methods is None:
+            raise TtrpcError(Code.UNIMPLEMENTED, f"service {call.service}")
+        if call.method not in methods:
+            raise TtrpcError(Code.UNIMPLEMENTED, f"method {call.method}")
+        return self._forward
+
+    def is_active(self, stream_id: int) -> bool:
+        return stream_id in self.inflight or super().is_active(stream_id)
+
+    def dispatch(self, stream_id: int, call: Call, raw_request: bytes) -> None:
+        client = self.upstream.current
+        if client is None or (call.service, call.method) in self.interceptors:
+            super().dispatch(stream_id, call, raw_request)
+            return
+        forwarded = _Forwarded(self, stream_id)
+        self.inflight[stream_id] = forwarded
+        try:
+            forwarded.upstream_id = client.connection.start_raw(raw_request, forwarded.done)
+        except TtrpcError as exc:
+            forwarded.done(None, exc)
+            return
+        forwarded.upstream = client.connection
+        if (remaining := call.remaining()) is not None:
+            forwarded.timer = asyncio.get_running_loop().call_later(remaining, forwarded.expire)
+
+    async def _forward(self, call: Call) -> bytes:
+        client = await self.upstream.get()
+        payload = call.payload
+        interceptor = self.interceptors.get((call.service, call.method))
+        if interceptor is not None:
+            payload = await interceptor(payload)
+        return await client.call(call.service, call.method, payload, call.remaining(), call.metadata)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for forwarded in list(self.inflight.values()):
+            forwarded.abandon()
+        super().connection_lost(exc)
