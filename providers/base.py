@@ -42,12 +42,17 @@ class CreateRequest:
 
 @dataclass(frozen=True)
 class Instance:
-    """An instance as the cloud reports it. `id` is what `delete_instance` takes."""
+    """An instance as the cloud reports it. `id` is what `delete_instance` takes.
+
+    `forwarder_port` is set only when the pod VM's forwarder is not on the adaptor's configured
+    port (for example behind a port forward on the host); None means the configured one.
+    """
 
     id: str
     name: str
     ips: tuple[IPAddress, ...] = ()
     sandbox_id: str = ""
+    forwarder_port: int | None = None
 
 
 class ProviderError(Exception):

@@ -1,4 +1,4 @@
-"""apf.json, the forwarder's configuration as the adaptor writes it into the user data.
+"""apf.json: the forwarder's configuration, written by the adaptor into the user data, read in the pod VM.
 
 Key names are upstream's (`forwarder.Config`), so images built for upstream read ours and back.
 """

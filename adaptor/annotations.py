@@ -1,0 +1,74 @@
+"""What the Kata shim tells us about a pod in CreateVM's annotations (reference/kata.md §1.3)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from providers.base import InstanceSpec
+
+SANDBOX_NAME = "io.kubernetes.cri.sandbox-name"
+SANDBOX_NAMESPACE = "io.kubernetes.cri.sandbox-namespace"
+_HYPERVISOR = "io.katacontainers.config.hypervisor."
+MACHINE_TYPE = _HYPERVISOR + "machine_type"
+IMAGE = _HYPERVISOR + "image"
+DEFAULT_VCPUS = _HYPERVISOR + "default_vcpus"
+DEFAULT_MEMORY = _HYPERVISOR + "default_memory"
+DEFAULT_GPUS = _HYPERVISOR + "default_gpus"
+INIT_DATA = _HYPERVISOR + "cc_init_data"
+
+_CRIO_NAME = re.compile(r"^k8s_(?P<pod>[^_]+)_(?P<namespace>[^_]+)_[^_]+_\d+$")
+_SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class AnnotationError(ValueError):
+    """CreateVM lacks something the adaptor needs."""
+
+
+def _count(annotations: Mapping[str, str], key: str) -> int:
+    """Upstream reads these leniently: empty or malformed means "not set" (0)."""
+    try:
+        return max(0, int(annotations.get(key, "") or 0))
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    name: str
+    namespace: str
+    spec: InstanceSpec
+    init_data_toml: str
+
+
+def check_sandbox_id(sandbox_id: str) -> None:
+    if not _SANDBOX_ID.match(sandbox_id):
+        raise AnnotationError(f"invalid sandbox id {sandbox_id!r}")
+
+
+def pod_info(annotations: Mapping[str, str]) -> PodInfo:
+    name = annotations.get(SANDBOX_NAME, "")
+    namespace = annotations.get(SANDBOX_NAMESPACE, "")
+    if match := _CRIO_NAME.match(name):
+        name, namespace = match["pod"], namespace or match["namespace"]
+    if not name:
+        raise AnnotationError(f"pod name not found: annotation {SANDBOX_NAME} is missing")
+    if not namespace:
+        raise AnnotationError(f"pod namespace not found: annotation {SANDBOX_NAMESPACE} is missing")
+    spec = InstanceSpec(
+        instance_type=annotations.get(MACHINE_TYPE, ""),
+        vcpus=_count(annotations, DEFAULT_VCPUS),
+        memory_mib=_count(annotations, DEFAULT_MEMORY),
+        gpus=_count(annotations, DEFAULT_GPUS),
+        image=annotations.get(IMAGE, ""),
+    )
+    return PodInfo(name, namespace, spec, annotations.get(INIT_DATA, ""))
+
+
+def instance_name(pod_name: str, sandbox_id: str) -> str:
+    """`podvm-<pod>-<first 8 of the sandbox id>`, lower-case DNS label, at most 63 characters."""
+    suffix = re.sub(r"[^a-z0-9]", "", sandbox_id.lower())[:8]
+    pod = re.sub(r"[^a-z0-9-]", "-", pod_name.lower()).strip("-")
+    pod = pod[: 63 - len("podvm--") - len(suffix)].strip("-")
+    return f"podvm-{pod}-{suffix}" if pod else f"podvm-{suffix}"

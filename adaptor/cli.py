@@ -1,0 +1,80 @@
+"""`cloud-api-adaptor <provider> [flags]`: the worker-node daemon, with upstream's flags and env vars."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from adaptor.config import SETTINGS, AdaptorConfig
+from adaptor.hypervisor import hypervisor_services
+from adaptor.sandbox import SandboxManager
+from adaptor.state import StateStore
+from adaptor.tunnel.authority import TunnelAuthority
+from protocols.daemon import notify_ready, run, setup_logging
+from protocols.ttrpc.server import Server
+from providers import registry
+from providers.base import Provider
+from providers.settings import ConfigError, add_arguments, resolve
+
+log = logging.getLogger("cloud-api-adaptor")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="cloud-api-adaptor",
+        description="Kata remote hypervisor: runs each pod sandbox in its own (confidential) VM.",
+    )
+    commands = top.add_subparsers(dest="provider", metavar="PROVIDER", required=True)
+    for name in registry.available():
+        sub = commands.add_parser(name, help=f"run with the {name} provider")
+        sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        add_arguments(sub.add_argument_group("adaptor"), SETTINGS)
+        try:
+            plugin = registry.load(name)
+        except ImportError as exc:
+            sub.description = f"unavailable here: {exc}"
+            continue
+        add_arguments(sub.add_argument_group(f"{name} provider"), plugin.settings)
+    return top
+
+
+async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    plugin = registry.load(args.provider)
+    config = AdaptorConfig.from_values(resolve(SETTINGS, args, os.environ))
+    provider_config = resolve(plugin.settings, args, os.environ)
+    owner = config.resolved_owner()
+    provider: Provider = plugin.create(provider_config, owner)
+    validate = getattr(provider, "validate", None)
+    if validate is not None:
+        await validate()
+    store = StateStore(config.state_dir / "sandboxes.db")
+    authority = TunnelAuthority.load_or_create(config.state_dir / "tls")
+    manager = SandboxManager(config, provider, store, authority)
+    await manager.reconcile()
+    server = Server(hypervisor_services(manager))
+    await server.listen_unix(config.socket)
+    log.info("serving %s with the %s provider (owner %s)", config.socket, args.provider, owner)
+    notify_ready()
+    await stop.wait()
+    log.info("shutting down; pod VMs keep running and are resumed on the next start")
+    await server.close()
+    await manager.close()
+    await provider.teardown()
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    setup_logging(args.verbose)
+
+    async def main_task(stop: asyncio.Event) -> None:
+        try:
+            await serve(args, stop)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            sys.exit(2)
+
+    run(main_task)

@@ -1,0 +1,310 @@
+"""The sandbox manager: CreateVM/StartVM/StopVM semantics, persistence, and reconciliation.
+
+Every step that creates something in the cloud is written to the state store first, and every
+instance carries the owner and sandbox tags, so after a crash at any point `reconcile` can tell
+which instances belong to live pods and delete the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from adaptor.annotations import AnnotationError, check_sandbox_id, instance_name, pod_info
+from adaptor.config import AdaptorConfig
+from adaptor.state import SandboxRecord, SandboxState, StateStore
+from adaptor.tunnel.authority import TunnelAuthority
+from adaptor.tunnel.hooks import worker_interceptors
+from adaptor.tunnel.proxy import SOCKET_NAME, AgentProxy
+from adaptor.userdata import build_user_data, initdata_for
+from protocols.initdata import InitDataError
+from protocols.ttrpc.status import Code, TtrpcError
+from protocols.tunnel_tls import client_context
+from providers.base import (
+    CapacityError,
+    CreateRequest,
+    InstanceNotFound,
+    InvalidRequestError,
+    Provider,
+    ProviderError,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CLEANUP_TIMEOUT_S = 600.0
+
+
+class SandboxManager:
+    def __init__(
+        self, config: AdaptorConfig, provider: Provider, store: StateStore, authority: TunnelAuthority
+    ) -> None:
+        self.config = config
+        self.provider = provider
+        self.store = store
+        self.authority = authority
+        self.proxies: dict[str, AgentProxy] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._changed = asyncio.Condition()
+        self._tls = client_context(
+            authority.client.cert_pem, authority.client.key_pem, authority.ca.cert_pem, config.tls_min_version
+        )
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    # CreateVM
+
+    def create_vm(self, sandbox_id: str, annotations: dict[str, str], netns: str) -> str:
+        """Record the sandbox and return its agent socket path; nothing is created in the cloud yet."""
+        try:
+            check_sandbox_id(sandbox_id)
+            pod = pod_info(annotations)
+            initdata_for(self.config, pod.init_data_toml)
+        except (AnnotationError, InitDataError) as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
+        existing = self.store.get(sandbox_id)
+        if existing is not None:
+            return existing.socket_path
+        directory = self.config.pods_dir / sandbox_id
+        directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        record = SandboxRecord(
+            id=sandbox_id,
+            pod_name=pod.name,
+            pod_namespace=pod.namespace,
+            instance_name=instance_name(pod.name, sandbox_id),
+            socket_path=str(directory / SOCKET_NAME),
+            netns=netns,
+            annotations=dict(annotations),
+        )
+        self.store.put(record)
+        log.info("sandbox %s created for pod %s/%s", sandbox_id, pod.namespace, pod.name)
+        return record.socket_path
+
+    # StartVM
+
+    async def start_vm(self, sandbox_id: str, deadline_s: float | None) -> None:
+        """Create the instance and bring the tunnel up; on any failure leave nothing behind."""
+        async with self._lock(sandbox_id):
+            record = self._require(sandbox_id)
+            if record.state == SandboxState.RUNNING and sandbox_id in self.proxies:
+                return
+            if record.state not in (SandboxState.CREATED, SandboxState.FAILED):
+                raise TtrpcError(Code.FAILED_PRECONDITION, f"sandbox {sandbox_id} is {record.state}")
+            record = self.store.put(record.evolve(state=SandboxState.STARTING, error=""))
+            try:
+                await self._start(record, deadline_s)
+            except BaseException as exc:
+                reason = _describe(exc)
+                log.error("StartVM %s failed: %s", sandbox_id, reason)
+                await _shielded(self._abort_start(sandbox_id, reason))
+                if isinstance(exc, (ProviderError, TimeoutError)):
+                    raise TtrpcError(_code_for(exc), f"creating an instance: {reason}") from None
+                raise
+
+    async def _start(self, record: SandboxRecord, deadline_s: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pod = pod_info(record.annotations)
+        server = self.authority.issue_server(record.instance_name)
+        user_data = build_user_data(
+            self.config,
+            self.authority,
+            server,
+            record.pod_name,
+            initdata_for(self.config, pod.init_data_toml),
+        )
+        request = CreateRequest(record.instance_name, record.id, user_data, pod.spec)
+        async with asyncio.timeout(deadline_s):
+            instance = await self.provider.create_instance(request)
+        if not instance.ips:
+            raise ProviderError(f"instance {instance.id} has no IP address")
+        record = self.store.put(
+            record.evolve(
+                instance_id=instance.id,
+                ips=tuple(str(ip) for ip in instance.ips),
+                forwarder_port=instance.forwarder_port,
+            )
+        )
+        async with self._changed:
+            self._changed.notify_all()
+        log.info("sandbox %s: instance %s at %s", record.id, instance.id, record.ips[0])
+        proxy = self._proxy(record)
+        self.proxies[record.id] = proxy
+        await proxy.start()
+        remaining = None if deadline_s is None else max(0.0, deadline_s - (loop.time() - started))
+        async with asyncio.timeout(remaining):
+            await proxy.connect()
+        self.store.put(record.evolve(state=SandboxState.RUNNING))
+
+    def _proxy(self, record: SandboxRecord) -> AgentProxy:
+        pod = pod_info(record.annotations)
+        return AgentProxy(
+            Path(record.socket_path),
+            record.ips[0],
+            record.forwarder_port or self.config.forwarder_port,
+            record.instance_name,
+            self._tls,
+            self.config.proxy_timeout_s,
+            worker_interceptors(record.id, pod.spec.gpus),
+        )
+
+    async def _abort_start(self, sandbox_id: str, reason: str) -> None:
+        proxy = self.proxies.pop(sandbox_id, None)
+        if proxy is not None:
+            await proxy.close()
+        record = self._require(sandbox_id)
+        try:
+            await self._delete_instances(record)
+        except ProviderError as exc:
+            self.store.put(record.evolve(state=SandboxState.STOPPING, error=f"{reason}; cleanup: {exc}"))
+            return
+        self.store.put(record.evolve(state=SandboxState.FAILED, instance_id="", ips=(), error=reason))
+
+    async def _delete_instances(self, record: SandboxRecord) -> None:
+        """Delete the sandbox's instance, and any instance tagged with it that a crash left unrecorded."""
+        ids = {record.instance_id} if record.instance_id else set()
+        ids |= {i.id for i in await _retrying(self.provider.list_instances) if i.sandbox_id == record.id}
+        for instance_id in ids:
+            with contextlib.suppress(InstanceNotFound):
+                await self.provider.delete_instance(instance_id)
+            log.info("sandbox %s: instance %s deleted", record.id, instance_id)
+
+    # StopVM
+
+    async def stop_vm(self, sandbox_id: str) -> None:
+        """Idempotent: an unknown or already stopped sandbox is fine."""
+        async with self._lock(sandbox_id):
+            record = self.store.get(sandbox_id)
+            if record is None:
+                return
+            proxy = self.proxies.pop(sandbox_id, None)
+            if proxy is not None:
+                await proxy.close()
+            record = self.store.put(record.evolve(state=SandboxState.STOPPING))
+            try:
+                await _shielded(self._delete_instances(record))
+            except ProviderError as exc:
+                raise TtrpcError(Code.UNAVAILABLE, f"deleting instance of {sandbox_id}: {exc}") from None
+            self.store.delete(sandbox_id)
+            shutil.rmtree(Path(record.socket_path).parent, ignore_errors=True)
+            log.info("sandbox %s stopped", sandbox_id)
+        self._locks.pop(sandbox_id, None)
+
+    # PodVMInfo
+
+    async def instance_of(self, pod_name: str, pod_namespace: str, wait: bool) -> str:
+        def find() -> SandboxRecord | None:
+            for record in self.store.all():
+                if (record.pod_name, record.pod_namespace) == (pod_name, pod_namespace):
+                    return record
+            return None
+
+        async with self._changed:
+            record = find()
+            while wait and record is not None and not record.instance_id:
+                await self._changed.wait()
+                record = find()
+        if record is None:
+            raise TtrpcError(Code.NOT_FOUND, f"no sandbox for pod {pod_namespace}/{pod_name}")
+        if not record.instance_id:
+            raise TtrpcError(Code.NOT_FOUND, f"pod {pod_namespace}/{pod_name} has no instance yet")
+        return record.instance_id
+
+    # start-up and shutdown
+
+    async def reconcile(self) -> None:
+        """Make the cloud match the records: resume live pods, delete strays, report lost ones."""
+        records = {record.id: record for record in self.store.all()}
+        instances = await _retrying(self.provider.list_instances)
+        seen: set[str] = set()
+        for instance in instances:
+            record = records.get(instance.sandbox_id)
+            if (
+                record is not None
+                and record.state == SandboxState.RUNNING
+                and instance.id == record.instance_id
+            ):
+                seen.add(record.id)
+                continue
+            log.warning("deleting stray instance %s (sandbox %r)", instance.id, instance.sandbox_id or "?")
+            with contextlib.suppress(InstanceNotFound):
+                await self.provider.delete_instance(instance.id)
+        for record in records.values():
+            if record.state == SandboxState.RUNNING and record.id not in seen:
+                log.error("sandbox %s: instance %s vanished; marking it lost", record.id, record.instance_id)
+                self.store.put(record.evolve(state=SandboxState.LOST, error="instance vanished"))
+            elif record.state == SandboxState.RUNNING:
+                proxy = self._proxy(record)
+                await proxy.start()
+                self.proxies[record.id] = proxy
+                log.info("sandbox %s resumed on %s", record.id, record.socket_path)
+            elif record.state == SandboxState.STOPPING:
+                self.store.delete(record.id)
+                shutil.rmtree(Path(record.socket_path).parent, ignore_errors=True)
+            elif record.state == SandboxState.STARTING:
+                self.store.put(
+                    record.evolve(
+                        state=SandboxState.FAILED,
+                        instance_id="",
+                        ips=(),
+                        error="adaptor restarted mid-operation",
+                    )
+                )
+
+    async def close(self) -> None:
+        """Stop serving; pod VMs keep running and are resumed by the next start."""
+        for proxy in self.proxies.values():
+            await proxy.close()
+        self.proxies.clear()
+
+    def _require(self, sandbox_id: str) -> SandboxRecord:
+        record = self.store.get(sandbox_id)
+        if record is None:
+            raise TtrpcError(Code.NOT_FOUND, f"sandbox {sandbox_id} not found")
+        return record
+
+
+async def _shielded(work: Awaitable[T]) -> T:
+    """Finish cleanup even when the caller's deadline cancels us: a half-done delete leaks a VM."""
+    task = asyncio.ensure_future(asyncio.wait_for(work, CLEANUP_TIMEOUT_S))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+async def _retrying(call: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except ProviderError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _code_for(exc: Exception) -> Code:
+    if isinstance(exc, TimeoutError):
+        return Code.DEADLINE_EXCEEDED
+    if isinstance(exc, InvalidRequestError):
+        return Code.INVALID_ARGUMENT
+    if isinstance(exc, CapacityError):
+        return Code.RESOURCE_EXHAUSTED
+    return Code.UNKNOWN
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TtrpcError):
+        return exc.message
+    if isinstance(exc, (TimeoutError, asyncio.CancelledError)):
+        return "deadline exceeded"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,51 @@
+"""The cloud-config user data each pod VM boots with: tunnel TLS material, credentials, initdata."""
+
+from __future__ import annotations
+
+from adaptor.config import AdaptorConfig
+from adaptor.tunnel.authority import KeyPair, TunnelAuthority
+from protocols.apf import ForwarderConfig
+from protocols.cloudconfig import (
+    APF_CONFIG_PATH,
+    AUTH_FILE_PATH,
+    INITDATA_PATH,
+    SCRATCH_SPACE_MARKER_PATH,
+    WriteFile,
+    render_cloud_config,
+)
+from protocols.initdata import encode_initdata, parse_initdata_toml
+
+POD_NAMESPACE = "/run/netns/podns"
+
+
+def initdata_for(config: AdaptorConfig, init_data_toml: str) -> str:
+    """The pod's own initdata (raw TOML from the annotation) wins over the adaptor-wide default."""
+    if init_data_toml:
+        parse_initdata_toml(init_data_toml.encode())
+        return encode_initdata(init_data_toml)
+    return config.initdata
+
+
+def build_user_data(
+    config: AdaptorConfig,
+    authority: TunnelAuthority,
+    server: KeyPair,
+    pod_name: str,
+    init_data: str,
+) -> bytes:
+    apf = ForwarderConfig(
+        tls_server_cert=server.cert_pem,
+        tls_server_key=server.key_pem,
+        tls_client_ca=authority.client.cert_pem,
+        tls_min_version=config.tls_min_version,
+        pod_namespace=POD_NAMESPACE,
+        pod_name=pod_name,
+    )
+    files = [WriteFile(APF_CONFIG_PATH, apf.to_json() + "\n")]
+    if config.auth_json:
+        files.append(WriteFile(AUTH_FILE_PATH, config.auth_json))
+    if init_data:
+        files.append(WriteFile(INITDATA_PATH, init_data + "\n"))
+    if config.enable_scratch_space:
+        files.append(WriteFile(SCRATCH_SPACE_MARKER_PATH, ""))
+    return render_cloud_config(files).encode()

@@ -1,0 +1,186 @@
+"""The `local` provider: each "pod VM" is a local process tree, so the whole flow runs with no cloud.
+
+An instance is a directory holding its NoCloud user data and a small boot script that does what a
+pod VM's systemd does: process-user-data, then the agent, then agent-protocol-forwarder on
+<own loopback address>:15150. The agent is the project's STAND-IN (podvm/standin_agent), not
+kata-agent. Instances live in their own sessions, so they outlive an adaptor restart as VMs do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import random
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from providers.base import CreateRequest, Instance, InstanceNotFound, Provider, ProviderError
+from providers.settings import Setting, SettingValue
+
+FORWARDER_PORT = 15150
+STOP_GRACE_S = 3.0
+
+
+def _bin(name: str) -> str:
+    """A console script of this installation (beside the running interpreter)."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+BOOT_SCRIPT = """#!/bin/sh
+# Boot of a local pod VM: what systemd does in a real image, in the same order.
+set -e
+echo $$ > "$DIR/pid"
+exec >>"$DIR/console.log" 2>&1
+{user_data} provision-files --source nocloud --cidata-dir "$DIR/cidata" --root "$DIR/root" -t 30
+{agent} --socket "$DIR/agent.sock" --root "$DIR/agent" &
+exec {forwarder} -config "$DIR/root/run/peerpod/apf.json" -listen "$IP:{port}" \\
+    -kata-agent-socket "$DIR/agent.sock" -pod-namespace ""
+"""
+
+
+@dataclass(frozen=True)
+class LocalInstance:
+    id: str
+    name: str
+    sandbox_id: str
+    owner: str
+    ip: str
+
+    def to_instance(self) -> Instance:
+        return Instance(self.id, self.name, (ipaddress.ip_address(self.ip),), self.sandbox_id, FORWARDER_PORT)
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, directory: Path, owner: str) -> None:
+        self.directory = directory
+        self.owner = owner
+        self._children: dict[str, asyncio.subprocess.Process] = {}
+
+    async def create_instance(self, request: CreateRequest) -> Instance:
+        for existing in self._instances():
+            if existing.name == request.name and existing.sandbox_id == request.sandbox_id:
+                return existing.to_instance()
+        instance = LocalInstance(
+            id="local-" + secrets.token_hex(4),
+            name=request.name,
+            sandbox_id=request.sandbox_id,
+            owner=self.owner,
+            ip=self._free_address(),
+        )
+        directory = self.directory / instance.id
+        (directory / "cidata").mkdir(parents=True, mode=0o700)
+        (directory / "cidata" / "user-data").write_bytes(request.user_data)
+        (directory / "cidata" / "meta-data").write_text(f"local-hostname: {request.name}\n")
+        (directory / "instance.json").write_text(json.dumps(instance.__dict__))
+        script = BOOT_SCRIPT.format(
+            user_data=shlex.quote(_bin("process-user-data")),
+            agent=shlex.quote(_bin("peerpods-standin-agent")),
+            forwarder=shlex.quote(_bin("agent-protocol-forwarder")),
+            port=FORWARDER_PORT,
+        )
+        (directory / "boot.sh").write_text(script)
+        try:
+            # Kept so the event loop reaps it; a restarted adaptor finds it by its pid file instead.
+            self._children[instance.id] = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                str(directory / "boot.sh"),
+                env={**os.environ, "DIR": str(directory), "IP": instance.ip},
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise ProviderError(f"cannot boot local pod VM: {exc}") from None
+        return instance.to_instance()
+
+    async def delete_instance(self, instance_id: str) -> None:
+        directory = self.directory / instance_id
+        if not (directory / "instance.json").exists() or "/" in instance_id:
+            raise InstanceNotFound(f"local instance {instance_id} not found")
+        pid_file = directory / "pid"
+        if pid_file.exists():
+            await _stop_session(int(pid_file.read_text().strip() or 0))
+        child = self._children.pop(instance_id, None)
+        if child is not None:
+            await child.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    async def list_instances(self) -> list[Instance]:
+        return [instance.to_instance() for instance in self._instances()]
+
+    async def teardown(self) -> None:
+        """Nothing to release: instances are independent processes."""
+
+    def _instances(self) -> list[LocalInstance]:
+        found = []
+        for path in sorted(self.directory.glob("*/instance.json")):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                instance = LocalInstance(**json.loads(path.read_text()))
+                if instance.owner == self.owner:
+                    found.append(instance)
+        return found
+
+    def _free_address(self) -> str:
+        """A loopback address of its own, so every local pod VM listens on the usual port."""
+        used = {instance.ip for instance in self._instances()}
+        rng = random.SystemRandom()
+        for _ in range(100):
+            address = f"127.{rng.randint(64, 127)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+            if address in used:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind((address, FORWARDER_PORT))
+                except OSError:
+                    continue
+            return address
+        raise ProviderError("no free loopback address for a local pod VM")
+
+
+async def _stop_session(pid: int) -> None:
+    """SIGTERM the pod VM's whole process group, then SIGKILL what is left after a grace period."""
+    if pid <= 1:
+        return
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            return
+        for _ in range(int(STOP_GRACE_S / 0.05)):
+            await asyncio.sleep(0.05)
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+
+
+class LocalPlugin:
+    name = "local"
+    settings: Sequence[Setting] = [
+        Setting("local-dir", "LOCAL_PODVM_DIR", default="/run/peerpod/local-vms",
+                help="where local pod VMs keep their files (short path: unix sockets live there)"),
+    ]  # fmt: skip
+
+    def create(self, config: Mapping[str, SettingValue | None], owner: str) -> Provider:
+        directory = Path(str(config["local_dir"]))
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return LocalProvider(directory, owner)
+
+
+PLUGIN = LocalPlugin()
