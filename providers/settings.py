@@ -66,7 +66,9 @@ class Setting:
         return value
 
 
-def add_arguments(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, settings: Iterable[Setting]
+) -> None:
     """Register each setting as `-flag` and `--flag` (upstream uses Go's single-dash flags)."""
     for setting in settings:
         env_note = f" [env {setting.env}]" if setting.env else ""
