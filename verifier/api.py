@@ -3,64 +3,97 @@
 TEE names are upstream's (`kbs_types::Tee` serialized). Verifier modules are imported on first use,
 so a deployment only loads (and only needs the dependencies of) the TEEs it sees; an unknown TEE, or
 one whose verifier is not available in this build, is a `VerificationError` like any rejected evidence.
+Verifiers are built from upstream's `verifier_config` section (`snp_verifier.vcek_sources`,
+`dcap_verifier.collateral_service` / `tcb_update_type`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from verifier.base import Claims, Verifier
 from verifier.errors import VerificationError
 
+VerifierConfig = Mapping[str, Any]
+
+
+@runtime_checkable
+class AsyncVerifier(Protocol):
+    """A verifier that may need to fetch collateral first (e.g. TDX from PCS); preferred when async."""
+
+    async def evaluate_async(
+        self,
+        evidence: bytes,
+        expected_report_data: bytes,
+        expected_init_data_hash: bytes | None = None,
+    ) -> Claims: ...
+
+
+def _import(module: str, name: str) -> Any:
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:
+        raise VerificationError(
+            "verifier_unavailable", f"{module} is not available in this build ({exc})"
+        ) from None
+    if not hasattr(loaded, name):
+        raise VerificationError("verifier_unavailable", f"{module} has no {name}")
+    return getattr(loaded, name)
+
+
+def _sample(config: VerifierConfig) -> Verifier:
+    verifier: Verifier = _import("verifier.sample", "SampleVerifier")()
+    return verifier
+
+
+def _snp(config: VerifierConfig) -> Verifier:
+    sources = _import("verifier.snp.verifier", "vcek_sources_from_config")(config.get("snp_verifier"))
+    verifier: Verifier = _import("verifier.snp", "SnpVerifier")(vcek_sources=sources)
+    return verifier
+
+
+def _tdx(config: VerifierConfig) -> Verifier:
+    dcap = dict(config.get("dcap_verifier") or {})
+    source = _import("verifier.tdx.sources", "source_from_config")(**dcap)
+    verifier: Verifier = _import("verifier.tdx", "TdxVerifier")(source=source)
+    return verifier
+
+
+def lazy_class(module: str, name: str) -> Callable[[VerifierConfig], Verifier]:
+    """A factory for a verifier class that takes no arguments, imported on first use."""
+
+    def build(config: VerifierConfig) -> Verifier:
+        verifier: Verifier = _import(module, name)()
+        return verifier
+
+    return build
+
 
 @dataclass(frozen=True, slots=True)
 class TeeSpec:
-    """Where a TEE's verifier lives: `factory` in `module`, called with no arguments."""
-
-    module: str
-    factory: str
+    factory: Callable[[VerifierConfig], Verifier]
     tee_class: str = "cpu"  # names the submod (`cpu0`) and the policy (`<id>_cpu`)
 
 
 TEES: Mapping[str, TeeSpec] = {
-    "sample": TeeSpec("verifier.sample", "SampleVerifier"),
-    "snp": TeeSpec("verifier.snp", "SnpVerifier"),
-    "tdx": TeeSpec("verifier.tdx", "TdxVerifier"),
-    "az-snp-vtpm": TeeSpec("verifier.az_snp_vtpm", "AzSnpVtpmVerifier"),
-    "az-tdx-vtpm": TeeSpec("verifier.az_tdx_vtpm", "AzTdxVtpmVerifier"),
+    "sample": TeeSpec(_sample),
+    "snp": TeeSpec(_snp),
+    "tdx": TeeSpec(_tdx),
+    "az-snp-vtpm": TeeSpec(lazy_class("verifier.az_snp_vtpm", "AzSnpVtpmVerifier")),
+    "az-tdx-vtpm": TeeSpec(lazy_class("verifier.az_tdx_vtpm", "AzTdxVtpmVerifier")),
 }
-
-
-def _spec(tees: Mapping[str, TeeSpec], tee: str) -> TeeSpec:
-    spec = tees.get(tee)
-    if spec is None:
-        known = ", ".join(sorted(tees))
-        raise VerificationError("unsupported_tee", f"TEE {tee[:40]!r} is not one of {known}")
-    return spec
-
-
-def _load(tee: str, spec: TeeSpec) -> Verifier:
-    try:
-        module = importlib.import_module(spec.module)
-    except ModuleNotFoundError as exc:
-        raise VerificationError(
-            "verifier_unavailable", f"the {tee} verifier is not available in this build ({exc})"
-        ) from None
-    factory: Callable[[], Verifier] | None = getattr(module, spec.factory, None)
-    if factory is None:
-        raise VerificationError(
-            "verifier_unavailable", f"the {tee} verifier module {spec.module} has no {spec.factory}"
-        )
-    return factory()
 
 
 class VerifierRegistry:
     """TEE name -> verifier, each built once (so its certificate and collateral caches are kept)."""
 
-    def __init__(self, tees: Mapping[str, TeeSpec] = TEES) -> None:
+    def __init__(self, config: VerifierConfig | None = None, tees: Mapping[str, TeeSpec] = TEES) -> None:
+        self._config = dict(config or {})
         self._tees = dict(tees)
         self._verifiers: dict[str, Verifier] = {}
         self._lock = threading.Lock()
@@ -69,15 +102,28 @@ class VerifierRegistry:
     def tees(self) -> list[str]:
         return sorted(self._tees)
 
+    def _spec(self, tee: str) -> TeeSpec:
+        spec = self._tees.get(tee)
+        if spec is None:
+            known = ", ".join(sorted(self._tees))
+            raise VerificationError("unsupported_tee", f"TEE {tee[:40]!r} is not one of {known}")
+        return spec
+
     def tee_class(self, tee: str) -> str:
-        return _spec(self._tees, tee).tee_class
+        return self._spec(tee).tee_class
 
     def get(self, tee: str) -> Verifier:
-        spec = _spec(self._tees, tee)
+        spec = self._spec(tee)
         with self._lock:
             verifier = self._verifiers.get(tee)
             if verifier is None:
-                verifier = self._verifiers[tee] = _load(tee, spec)
+                try:
+                    verifier = spec.factory(self._config)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise VerificationError(
+                        "verifier_unavailable", f"the {tee} verifier configuration is invalid: {exc}"
+                    ) from None
+                self._verifiers[tee] = verifier
         return verifier
 
     def evaluate(
@@ -88,6 +134,21 @@ class VerifierRegistry:
         expected_init_data_hash: bytes | None = None,
     ) -> Claims:
         return self.get(tee).evaluate(evidence, expected_report_data, expected_init_data_hash)
+
+    async def evaluate_async(
+        self,
+        tee: str,
+        evidence: bytes,
+        expected_report_data: bytes,
+        expected_init_data_hash: bytes | None = None,
+    ) -> Claims:
+        """As `evaluate`, letting verifiers that fetch collateral do so; CPU work runs in a thread."""
+        verifier = await asyncio.to_thread(self.get, tee)
+        if isinstance(verifier, AsyncVerifier):
+            return await verifier.evaluate_async(evidence, expected_report_data, expected_init_data_hash)
+        return await asyncio.to_thread(
+            verifier.evaluate, evidence, expected_report_data, expected_init_data_hash
+        )
 
 
 _default_registry = VerifierRegistry()
@@ -107,4 +168,13 @@ def supported_tees() -> list[str]:
     return _default_registry.tees
 
 
-__all__ = ["TEES", "TeeSpec", "VerifierRegistry", "evaluate", "supported_tees"]
+__all__ = [
+    "TEES",
+    "AsyncVerifier",
+    "TeeSpec",
+    "VerifierConfig",
+    "VerifierRegistry",
+    "evaluate",
+    "lazy_class",
+    "supported_tees",
+]

@@ -5,7 +5,8 @@ Trustee's): verify the evidence against the expected report data / init data dig
 as annotated evidence (`<tee>`, `report_data`, `init_data`, `runtime_data_claims`, `init_data_claims`);
 evaluate policy `<policy_id>_<tee class>` for `data.policy.trust_claims` and `data.policy.extensions`,
 with `query_reference_value(name)` answered by the RVPS; one appraisal per attester (`cpu0`, ...);
-sign. All methods are synchronous CPU work and thread-safe: async callers run them in a thread.
+sign. Methods are thread-safe; asyncio callers use the `_async` variants, which keep CPU work off
+the event loop and let verifiers that can fetch missing collateral (TDX) do so.
 
 Deliberate difference from upstream: runtime data is required (upstream skips the report-data check
 when it is absent); evidence not bound to anything is refused.
@@ -13,6 +14,7 @@ when it is absent); evidence not bound to anything is refused.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +52,17 @@ class VerificationRequest:
     runtime_data: RuntimeData | None
     init_data: InitDataInput | None = None
     runtime_data_hash_algorithm: str = DEFAULT_HASH_ALGORITHM
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    """What one request's evidence must match, and the claims the match will reveal."""
+
+    report_data: bytes
+    runtime_claims: Any
+    init_digest: bytes | None
+    init_claims: Any
+    tee_class: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +122,60 @@ class AttestationService:
         request = VerificationRequest(tee, evidence, runtime_data, init_data, runtime_data_hash_algorithm)
         return self.evaluate([request], policy_ids)
 
+    async def attest_async(
+        self,
+        tee: str,
+        evidence: bytes,
+        runtime_data: RuntimeData,
+        init_data: InitDataInput | None = None,
+        policy_ids: Sequence[str] = (DEFAULT_POLICY_ID,),
+        runtime_data_hash_algorithm: str = DEFAULT_HASH_ALGORITHM,
+    ) -> str:
+        """`attest` for asyncio callers: CPU work in threads, collateral fetched when a verifier can."""
+        request = VerificationRequest(tee, evidence, runtime_data, init_data, runtime_data_hash_algorithm)
+        return await self.evaluate_async([request], policy_ids)
+
     def evaluate(self, requests: Sequence[VerificationRequest], policy_ids: Sequence[str] = ()) -> str:
         """Verify every request, appraise each attester with the first policy id ("default" when none)."""
-        if not requests:
-            raise RequestError("no verification requests given")
+        attested = []
+        for request in _non_empty(requests):
+            bound = self._bind(request)
+            claims = self.verifiers.evaluate(
+                request.tee, request.evidence, bound.report_data, bound.init_digest
+            )
+            attested.append(self._annotate(request, bound, claims))
+        return self._issue(attested, policy_ids)
+
+    async def evaluate_async(
+        self, requests: Sequence[VerificationRequest], policy_ids: Sequence[str] = ()
+    ) -> str:
+        attested = []
+        for request in _non_empty(requests):
+            bound = self._bind(request)
+            claims = await self.verifiers.evaluate_async(
+                request.tee, request.evidence, bound.report_data, bound.init_digest
+            )
+            attested.append(self._annotate(request, bound, claims))
+        return await asyncio.to_thread(self._issue, attested, policy_ids)
+
+    def _bind(self, request: VerificationRequest) -> _Bound:
+        if request.runtime_data is None:
+            raise RequestError(f"{request.tee}: runtime data is required to check the evidence's report data")
+        report_data, runtime_claims = expected_report_data(
+            request.runtime_data, request.runtime_data_hash_algorithm
+        )
+        init_digest, init_claims = expected_init_data(request.init_data)
+        return _Bound(
+            report_data, runtime_claims, init_digest, init_claims, self.verifiers.tee_class(request.tee)
+        )
+
+    def _annotate(self, request: VerificationRequest, bound: _Bound, claims: Claims) -> _Attested:
+        verbose = self.settings.token.verbose_token
+        annotated = annotate(claims, request.tee, bound.init_claims, bound.runtime_claims, verbose)
+        return _Attested(request.tee, bound.tee_class, annotated)
+
+    def _issue(self, attested: Sequence[_Attested], policy_ids: Sequence[str]) -> str:
         policy_id = policy_ids[0] if policy_ids else DEFAULT_POLICY_ID
-        attested = [self._verify(request) for request in requests]
         submods: dict[str, dict[str, Any]] = {}
         counters: dict[str, int] = {}
         for item in attested:
@@ -123,18 +184,6 @@ class AttestationService:
             submods[f"{item.tee_class}{index}"] = self._appraise(item, policy_id)
         claims = ear_claims(submods, self.settings.token, int(self.settings.clock()))
         return self.signer.sign(claims)
-
-    def _verify(self, request: VerificationRequest) -> _Attested:
-        if request.runtime_data is None:
-            raise RequestError(f"{request.tee}: runtime data is required to check the evidence's report data")
-        algorithm = request.runtime_data_hash_algorithm
-        report_data, runtime_claims = expected_report_data(request.runtime_data, algorithm)
-        init_digest, init_claims = expected_init_data(request.init_data)
-        tee_class = self.verifiers.tee_class(request.tee)
-        claims = self.verifiers.evaluate(request.tee, request.evidence, report_data, init_digest)
-        verbose = self.settings.token.verbose_token
-        annotated = annotate(claims, request.tee, init_claims, runtime_claims, verbose)
-        return _Attested(request.tee, tee_class, annotated)
 
     def _appraise(self, item: _Attested, policy_id: str) -> dict[str, Any]:
         full_id = f"{policy_id}_{item.tee_class}"
@@ -171,6 +220,12 @@ class AttestationService:
         """Supplemental challenge (upstream `/challenge`); none of the TEEs here needs one: ""."""
         self.verifiers.tee_class(tee)  # unknown TEE -> VerificationError
         return ""
+
+
+def _non_empty(requests: Sequence[VerificationRequest]) -> Sequence[VerificationRequest]:
+    if not requests:
+        raise RequestError("no verification requests given")
+    return requests
 
 
 def annotate(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import KeySet, KeySetSerialization
 
-from verifier.api import TeeSpec, VerifierRegistry
+from verifier.api import TeeSpec, VerifierRegistry, lazy_class
 from verifier.binding import (
     BindingError,
     InitDataDigest,
@@ -186,7 +186,9 @@ def test_unknown_and_unavailable_tees() -> None:
     with pytest.raises(VerificationError) as info:
         AttestationService().attest("sev", b"{}", RawRuntimeData(b""))
     assert info.value.reason == "unsupported_tee"
-    registry = VerifierRegistry({"future": TeeSpec("verifier.not_written_yet", "FutureVerifier")})
+    registry = VerifierRegistry(
+        tees={"future": TeeSpec(lazy_class("verifier.not_written_yet", "FutureVerifier"))}
+    )
     with pytest.raises(VerificationError) as info:
         AttestationService(verifiers=registry).attest("future", b"{}", RawRuntimeData(b""))
     assert info.value.reason == "verifier_unavailable"
@@ -251,3 +253,49 @@ def test_random_init_data_entries_raise_nothing(data: dict[str, str]) -> None:
     )
     with contextlib.suppress(BindingError):  # json.dumps escapes are not all valid TOML escapes
         expected_init_data(InitDataToml(toml))
+
+
+class FetchingVerifier:
+    """A TEE whose synchronous path lacks collateral and whose async path fetches it (as TDX does)."""
+
+    tee = "fetching"
+
+    def evaluate(
+        self, evidence: bytes, expected_report_data: bytes, expected_init_data_hash: bytes | None = None
+    ):
+        raise VerificationError("collateral_unavailable", "no collateral cached")
+
+    async def evaluate_async(
+        self, evidence: bytes, expected_report_data: bytes, expected_init_data_hash: bytes | None = None
+    ) -> dict[str, Any]:
+        return {"report_data": expected_report_data.hex(), "fetched": True}
+
+
+async def test_async_path_lets_verifiers_fetch_collateral() -> None:
+    registry = VerifierRegistry(tees={"fetching": TeeSpec(lambda config: FetchingVerifier())})
+    service = AttestationService(verifiers=registry)
+    with pytest.raises(VerificationError, match="collateral_unavailable"):
+        service.attest("fetching", b"{}", RawRuntimeData(b"rd"))
+    token = await service.attest_async("fetching", b"{}", RawRuntimeData(b"rd"))
+    evidence = claims_of(service, token)["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
+    assert evidence == {
+        "report_data": b"rd".hex(),
+        "runtime_data_claims": None,
+        "fetching": {"fetched": True},
+    }
+
+
+async def test_async_path_with_sample(service: AttestationService) -> None:
+    token = await service.attest_async("sample", bound_evidence(), StructuredRuntimeData(RUNTIME))
+    assert claims_of(service, token)["submods"]["cpu0"]["ear.status"] == "contraindicated"
+
+
+def test_verifier_configuration_errors_are_verification_errors() -> None:
+    def broken(config: Any) -> Any:
+        raise ValueError(f"unknown VCEK source type {config['snp_verifier']['vcek_sources'][0]['type']!r}")
+
+    registry = VerifierRegistry(
+        {"snp_verifier": {"vcek_sources": [{"type": "Nope"}]}}, tees={"snp": TeeSpec(broken)}
+    )
+    with pytest.raises(VerificationError, match="configuration is invalid: unknown VCEK source type 'Nope'"):
+        registry.evaluate("snp", b"{}", b"")

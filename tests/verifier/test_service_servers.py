@@ -308,3 +308,34 @@ def test_command_reports_bad_configuration(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "rvps_config.type 'GrpcRemote' is not supported" in result.stderr
+
+
+def test_config_file_keys(tmp_path: Path) -> None:
+    from verifier.server.config import ConfigError, parse_config
+
+    config = parse_config(
+        json.dumps(
+            {
+                "work_dir": str(tmp_path),
+                "rvps_config": {"type": "BuiltIn", "storage_type": "LocalFs"},
+                "attestation_token_broker": {"duration_min": 10, "issuer_name": "me", "verbose_token": False},
+                "verifier_config": {"dcap_verifier": {"collateral_service": "file:///tmp/x.json"}},
+            }
+        )
+    )
+    assert (
+        config.token.duration_min == 10
+        and config.token.issuer_name == "me"
+        and not config.token.verbose_token
+    )
+    assert config.resolved_policy_dir() == tmp_path / "policies"
+    assert config.resolved_rvps_store() == tmp_path / "reference_values.json"
+    assert config.verifier_config == {"dcap_verifier": {"collateral_service": "file:///tmp/x.json"}}
+    for bad, message in [
+        ({"attestation_token_broker": {"duration_min": "5"}}, "duration_min must be a int"),
+        ({"attestation_token_broker": {"verbose_token": 1}}, "verbose_token must be a bool"),
+        ({"attestation_token_broker": {"signer": {"cert_path": "x"}}}, "signer needs key_path"),
+        ({"verifier_config": []}, "verifier_config must be an object"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_config(json.dumps(bad))

@@ -2,10 +2,12 @@
 
 Upstream keys used: `work_dir`, `rvps_config.type` (only `BuiltIn`), `attestation_token_broker`
 (`duration_min`, `issuer_name`, `developer_name`, `build_name`, `profile_name`, `verbose_token`,
-`signer.key_path` / `cert_path` / `cert_url`). Added: `policy_dir`, `rvps_config.store_path`,
-`socket` (REST) and `grpc_socket`. Unknown keys are ignored, as upstream's serde does. With `work_dir`
-and no explicit paths, policies live in `<work_dir>/policies` and reference values in
-`<work_dir>/reference_values.json`; with neither, both are in memory.
+`signer.key_path` / `cert_path` / `cert_url`), `verifier_config` (handed to the verifiers:
+`snp_verifier.vcek_sources`, `dcap_verifier.collateral_service` / `tcb_update_type`).
+Added: `policy_dir`, `rvps_config.store_path`, `socket` (REST) and `grpc_socket`. Unknown keys are
+ignored, as upstream's serde does. With `work_dir` and no explicit paths, policies live in
+`<work_dir>/policies` and reference values in `<work_dir>/reference_values.json`; with neither, both
+are in memory.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from verifier.api import VerifierRegistry
 from verifier.ear import EarError, EarSigner, TokenSettings
 from verifier.jsonutil import JsonError, strict_loads
 from verifier.policy import PolicyError
@@ -41,6 +44,7 @@ class ServerConfig:
     signer_cert_url: str | None = None
     https_cert: Path | None = None
     https_key: Path | None = None
+    verifier_config: dict[str, Any] = field(default_factory=dict)
 
     def resolved_policy_dir(self) -> Path | None:
         if self.policy_dir is None and self.work_dir is not None:
@@ -113,6 +117,7 @@ def parse_config(text: str | bytes) -> ServerConfig:
         signer_key=_path(signer, "key_path"),
         signer_cert=_path(signer, "cert_path"),
         signer_cert_url=_optional(signer, "cert_url", str),
+        verifier_config=_section(doc, "verifier_config"),
     )
 
 
@@ -136,6 +141,7 @@ def build_service(config: ServerConfig) -> AttestationService:
         return AttestationService(
             rvps=ReferenceValueStore(config.resolved_rvps_store()),
             signer=signer,
+            verifiers=VerifierRegistry(config.verifier_config),
             settings=ServiceSettings(token=config.token),
             policy_dir=config.resolved_policy_dir(),
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -30,9 +30,11 @@ _T = TypeVar("_T")
 _EXPECTED = (VerificationError, RequestError, PolicyError, RvpsError, EarError)
 
 
-async def _call(context: grpc.aio.ServicerContext, what: str, work: Callable[[], _T]) -> _T:
-    """Run service work in a thread; a service error aborts the call with its message."""
+async def _call(context: grpc.aio.ServicerContext, what: str, work: Callable[[], _T] | Awaitable[_T]) -> _T:
+    """Run service work (a coroutine, or a function in a thread); a service error aborts the call."""
     try:
+        if isinstance(work, Awaitable):
+            return await work
         return await asyncio.to_thread(work)
     except _EXPECTED as exc:
         log.info("%s failed: %s", what, exc)
@@ -47,11 +49,11 @@ class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
     async def AttestationEvaluate(
         self, request: attestation_pb2.AttestationRequest, context: grpc.aio.ServicerContext
     ) -> attestation_pb2.AttestationResponse:
-        def work() -> str:
+        async def work() -> str:
             requests, policy_ids = wire.grpc_attestation(request)
-            return self._service.evaluate(requests, policy_ids)
+            return await self._service.evaluate_async(requests, policy_ids)
 
-        token = await _call(context, "attestation evaluation", work)
+        token = await _call(context, "attestation evaluation", work())
         return attestation_pb2.AttestationResponse(attestation_token=token)
 
     async def SetAttestationPolicy(

@@ -55,7 +55,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def attestation(request: web.Request) -> web.Response:
     requests, policy_ids = wire.rest_attestation(await request.read())
-    token = await asyncio.to_thread(_service(request).evaluate, requests, policy_ids)
+    token = await _service(request).evaluate_async(requests, policy_ids)
     return web.Response(text=token)
 
 
