@@ -22,7 +22,8 @@ from providers.settings import ConfigError, add_arguments, resolve
 log = logging.getLogger("cloud-api-adaptor")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """Only the selected provider's plugin is imported: each pulls in its cloud's SDK."""
     top = argparse.ArgumentParser(
         prog="cloud-api-adaptor",
         description="Kata remote hypervisor: runs each pod sandbox in its own (confidential) VM.",
@@ -32,6 +33,8 @@ def parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=f"run with the {name} provider")
         sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         add_arguments(sub.add_argument_group("adaptor"), SETTINGS)
+        if name != selected:
+            continue
         try:
             plugin = registry.load(name)
         except ImportError as exc:
@@ -67,7 +70,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    selected = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = parser(selected).parse_args(argv)
     setup_logging(args.verbose)
 
     async def main_task(stop: asyncio.Event) -> None:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CLEANUP_TIMEOUT_S = 600.0
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
 
 
 class SandboxManager:
@@ -73,6 +74,10 @@ class SandboxManager:
         if existing is not None:
             return existing.socket_path
         directory = self.config.pods_dir / sandbox_id
+        if len(str(directory / SOCKET_NAME)) > MAX_SOCKET_PATH:
+            raise TtrpcError(
+                Code.INVALID_ARGUMENT, f"agent socket path under {directory} is too long for a unix socket"
+            )
         directory.mkdir(parents=True, exist_ok=True, mode=0o750)
         record = SandboxRecord(
             id=sandbox_id,

@@ -162,12 +162,20 @@ async def _stop_session(pid: int) -> None:
             os.killpg(pid, signum)
         except (ProcessLookupError, PermissionError):
             return
-        for _ in range(int(STOP_GRACE_S / 0.05)):
-            await asyncio.sleep(0.05)
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
+        for _ in range(int(STOP_GRACE_S / 0.02)):
+            await asyncio.sleep(0.02)
+            if not _group_alive(pid):
                 return
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in the group (orphaned zombies wait for init to reap)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
 
 
 class LocalPlugin:

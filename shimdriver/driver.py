@@ -116,10 +116,10 @@ class AgentClient:
         )
         return response.status
 
-    async def read_all(self, method: str, container_id: str) -> bytes:
+    async def read_all(self, method: str, container_id: str, exec_id: str = "") -> bytes:
         """ReadStdout/ReadStderr until the agent reports end of stream, as the shim's copy loop does."""
         chunks: list[bytes] = []
-        request = agent_pb2.ReadStreamRequest(container_id=container_id, len=32 * 1024)
+        request = agent_pb2.ReadStreamRequest(container_id=container_id, exec_id=exec_id, len=32 * 1024)
         while True:
             try:
                 response = await self.call(method, request, agent_pb2.ReadStreamResponse, None)
