@@ -25,6 +25,7 @@ from verifier.api import VerifierRegistry
 from verifier.base import Claims
 from verifier.binding import (
     DEFAULT_HASH_ALGORITHM,
+    BindingError,
     InitDataInput,
     RuntimeData,
     expected_init_data,
@@ -161,10 +162,13 @@ class AttestationService:
     def _bind(self, request: VerificationRequest) -> _Bound:
         if request.runtime_data is None:
             raise RequestError(f"{request.tee}: runtime data is required to check the evidence's report data")
-        report_data, runtime_claims = expected_report_data(
-            request.runtime_data, request.runtime_data_hash_algorithm
-        )
-        init_digest, init_claims = expected_init_data(request.init_data)
+        try:
+            report_data, runtime_claims = expected_report_data(
+                request.runtime_data, request.runtime_data_hash_algorithm
+            )
+            init_digest, init_claims = expected_init_data(request.init_data)
+        except BindingError as exc:
+            raise RequestError(f"{request.tee}: {exc}") from None
         return _Bound(
             report_data, runtime_claims, init_digest, init_claims, self.verifiers.tee_class(request.tee)
         )

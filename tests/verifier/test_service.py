@@ -159,7 +159,7 @@ def test_init_data_digest_passes_through(service: AttestationService) -> None:
 def test_runtime_data_hash_algorithms(service: AttestationService, algorithm: str) -> None:
     evidence = bound_evidence(algorithm=algorithm)
     service.attest("sample", evidence, StructuredRuntimeData(RUNTIME), runtime_data_hash_algorithm=algorithm)
-    with pytest.raises(BindingError, match="not one of sha256, sha384, sha512"):
+    with pytest.raises(RequestError, match="not one of sha256, sha384, sha512"):
         service.attest("sample", evidence, StructuredRuntimeData(RUNTIME), runtime_data_hash_algorithm="md5")
 
 
@@ -235,8 +235,8 @@ def test_policies_list_get_and_challenge(service: AttestationService) -> None:
         service.challenge("nope", "")
 
 
-def test_bad_init_data_toml_is_a_binding_error(service: AttestationService) -> None:
-    with pytest.raises(BindingError, match="not valid TOML"):
+def test_bad_init_data_toml_is_a_request_error(service: AttestationService) -> None:
+    with pytest.raises(RequestError, match="sample: initdata is not valid TOML"):
         service.attest("sample", bound_evidence(), StructuredRuntimeData(RUNTIME), InitDataToml("= nope"))
 
 

@@ -130,6 +130,12 @@ async def test_rest_errors(rest: TestClient[Any, Any]) -> None:
     response = await rest.post("/attestation", json=body)
     assert (response.status, await response.text()) == (400, "evidence is not base64url")
 
+    body["verification_requests"][0]["evidence"] = b64url(evidence())
+    body["verification_requests"][0]["init_data"] = {"init_data_toml": "= not toml"}
+    response = await rest.post("/attestation", json=body)
+    assert response.status == 400
+    assert "initdata is not valid TOML" in await response.text()
+
     response = await rest.post(
         "/policy", json={"policy_id": "x_cpu", "policy": b64url(b"package policy\nx := \n")}
     )
