@@ -61,7 +61,7 @@ class CertTcb:
     fmc: int | None
 
     def mismatches(self, reported: TcbVersion) -> list[str]:
-        """Names of the components that differ from the report's reported_tcb ("" when all agree)."""
+        """The components that differ from the report's reported_tcb, described (empty: all agree)."""
         pairs = [
             ("bootloader", self.bootloader, reported.bootloader),
             ("tee", self.tee, reported.tee),

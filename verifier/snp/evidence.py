@@ -8,9 +8,10 @@ form (reserved bytes zero, as the firmware writes them) and the signature is che
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from verifier.errors import EvidenceFormatError
 from verifier.snp import report as rpt
@@ -89,8 +90,10 @@ def parse_evidence(data: bytes) -> SnpEvidence:
     if data.lstrip()[:1] != b"{":
         return SnpEvidence(report=parse_report(data), cert_table=None)
     try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, huge integers, deep nesting
+        # orjson: strict UTF-8 JSON, bounded nesting, and several times faster than `json` on the
+        # integer lists that make up this format (parsing would otherwise rival the ECDSA check).
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise EvidenceFormatError(f"SNP evidence is not JSON: {exc}") from None
     doc = _object(doc, "SNP evidence")
     # JSON booleans can only come from these tokens; without them no list needs scanning for bools.

@@ -108,9 +108,8 @@ class KdsFetcher:
         return min(backoff, self._max_backoff)
 
     def _get(self, url: str) -> bytes:
-        request = urllib.request.Request(url, headers={"Accept": "application/pkix-cert"})  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=self._timeout) as response:  # noqa: S310 (http(s) only)
                 body: bytes = response.read(MAX_VCEK_SIZE + 1)
         except urllib.error.HTTPError as exc:
             if exc.code in _RETRIED_STATUSES:

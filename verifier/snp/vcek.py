@@ -124,12 +124,19 @@ class VcekCache:
 
     @staticmethod
     def _write(path: Path, der: bytes) -> None:
-        """Atomic replace, so a concurrent reader never sees half a certificate."""
+        """Atomic replace, so a concurrent reader never sees half a certificate; a cache that cannot
+        be written is logged, never a reason to fail a verification."""
+        tmp: Path | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".vcek-")
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=".vcek-")
+            tmp = Path(name)
             with os.fdopen(fd, "wb") as f:
                 f.write(der)
-            Path(tmp).replace(path)
+            tmp.replace(path)
+            tmp = None
         except OSError as exc:
             log.warning("VCEK cache directory not updated (%s): %s", path, exc)
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
