@@ -23,6 +23,7 @@ class ProviderPlugin(Protocol):
 
 # name -> "module:attribute" of a ProviderPlugin
 _PLUGINS: dict[str, str] = {
+    "aws": "providers.aws:PLUGIN",
     "gcp": "providers.gcp:PLUGIN",
     "local": "providers.local:PLUGIN",
     "libvirt": "providers.libvirt.provider:PLUGIN",

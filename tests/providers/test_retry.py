@@ -18,22 +18,7 @@ from providers.retry import (
     rate_limiter_from_config,
 )
 from providers.settings import ConfigError, resolve
-
-
-class FakeClock:
-    """Time that moves only when someone sleeps on it."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
+from tests.providers.fake_clock import FakeClock
 
 
 class CloudFault(Exception):
