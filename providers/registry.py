@@ -24,6 +24,7 @@ class ProviderPlugin(Protocol):
 # name -> "module:attribute" of a ProviderPlugin
 _PLUGINS: dict[str, str] = {
     "aws": "providers.aws:PLUGIN",
+    "azure": "providers.azure:PLUGIN",
     "gcp": "providers.gcp:PLUGIN",
     "local": "providers.local:PLUGIN",
     "libvirt": "providers.libvirt.provider:PLUGIN",
