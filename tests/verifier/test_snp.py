@@ -202,6 +202,7 @@ def test_report_data_binding(milan: b.SnpCase) -> None:
     short = replace(SPEC, report_data=b"\x01" * 48 + bytes(16))
     case = milan.resigned(short)
     assert verifier.evaluate(case.evidence(), b"\x01" * 48)  # padded with zeros, as upstream
+    assert verifier.evaluate(case.evidence(), b"\x01" * 48 + bytes(16) + b"\x99")  # cut to 64, as upstream
 
 
 def test_init_data_binding(milan: b.SnpCase) -> None:
@@ -211,6 +212,15 @@ def test_init_data_binding(milan: b.SnpCase) -> None:
     assert verifier.evaluate(case.evidence(), spec.report_data, b"\xaa" * 32)["init_data"] == "aa" * 32
     rejects("init_data_mismatch", verifier, case.evidence(), spec.report_data, b"\xbb" * 32)
     rejects("init_data_mismatch", verifier, case.evidence(), spec.report_data, b"\xaa" * 16)
+
+
+def test_other_cert_types_cannot_pass_for_a_vcek(milan: b.SnpCase) -> None:
+    doc = json.loads(milan.evidence())
+    doc["cert_chain"] = [{"cert_type": {"OTHER": "VCEK"}, "data": list(milan.vek_der)}]
+    parsed = parse_evidence(json.dumps(doc).encode())
+    assert parsed.certificate("VCEK") is None
+    assert parsed.certificate("OTHER:VCEK") == milan.vek_der
+    rejects("vcek_unavailable", verifier_for(milan), json.dumps(doc).encode(), SPEC.report_data)
 
 
 def test_truncated_evidence_is_malformed(milan: b.SnpCase) -> None:

@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.verifier import snp_builder as b
 from verifier.errors import VerificationError
@@ -120,7 +122,14 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now) == 30.0
     assert parse_retry_after("Wed, 31 Dec 2025 00:00:00 GMT", now) == 0.0
     assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("\u0663", now) is None  # a digit, but not an ASCII one
     assert parse_retry_after(None, now) is None
+
+
+@given(st.text(max_size=60))
+def test_retry_after_takes_any_header_value(value: str) -> None:
+    delay = parse_retry_after(value, datetime(2026, 1, 1, tzinfo=UTC))
+    assert delay is None or delay >= 0
 
 
 def test_only_http_base_urls() -> None:

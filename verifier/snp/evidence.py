@@ -64,7 +64,8 @@ _OPTIONAL_U64_FIELDS = (
 
 @dataclass(frozen=True)
 class CertEntry:
-    """One entry of the extended-report certificate table; `cert_type` is "VCEK", "ASK", ... or a GUID."""
+    """One entry of the extended-report certificate table; `cert_type` is "VCEK", "ASK", ... or
+    "OTHER:<guid>" (so that no GUID can pass for one of the named types)."""
 
     cert_type: str
     data: bytes
@@ -162,7 +163,7 @@ def _cert_type(value: Any) -> str:
     if isinstance(value, str) and value in CERT_TYPES:
         return value
     if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("OTHER"), str):
-        return str(value["OTHER"])
+        return f"OTHER:{value['OTHER']}"
     raise EvidenceFormatError(f"unknown cert_type {value!r:.80}")
 
 

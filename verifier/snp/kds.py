@@ -49,7 +49,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -112,10 +112,10 @@ class KdsFetcher:
             with urllib.request.urlopen(url, timeout=self._timeout) as response:  # noqa: S310 (http(s) only)
                 body: bytes = response.read(MAX_VCEK_SIZE + 1)
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection
             if exc.code in _RETRIED_STATUSES:
-                raise _Transient(
-                    f"HTTP {exc.code} from {url}", parse_retry_after(exc.headers.get("Retry-After"))
-                ) from None
+                retry_after = parse_retry_after(exc.headers.get("Retry-After"))
+                raise _Transient(f"HTTP {exc.code} from {url}", retry_after) from None
             raise VcekUnavailable(f"KDS answered HTTP {exc.code} for {url}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise _Transient(f"{url}: {exc}") from None
