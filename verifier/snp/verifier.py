@@ -110,7 +110,7 @@ class SnpVerifier:
         self.options = options or SnpOptions()
         self._anchors = pinned_anchors() if anchors is None else anchors
         self._sources = tuple(vcek_sources_from_config(None) if vcek_sources is None else vcek_sources)
-        self._vcek_cache = vcek_cache or VcekCache()
+        self._vcek_cache = VcekCache() if vcek_cache is None else vcek_cache
         self._chains: LruCache[_ChainKey, EndorsementKey] = LruCache(self.options.chain_cache_size)
         self._clock = clock
 
