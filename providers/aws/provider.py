@@ -4,14 +4,16 @@ Tag mapping: EC2 tags are key/value pairs, so OWNER_TAG and SANDBOX_TAG are used
 next to `Name` (the instance name) and the operator's TAGS. They go on the instance and on its root
 volume, and `list_instances` filters on the owner tag.
 
-Crash safety: `create_instance` first looks for a live instance with the same owner, sandbox and name
-(the adaptor may have died after RunInstances), and RunInstances carries a ClientToken derived from
-them, so even a launch that DescribeInstances does not show yet (it is eventually consistent) is not
-duplicated by a retry.
-
 Call `validate()` once before serving (the adaptor does; `create_instance` does it on first use
 otherwise): it checks the AMI, the launch template or the instance types against EC2 and raises
 ConfigError, so that bad settings fail the adaptor at start rather than the first pod.
+
+Crash safety: `validate()` also notes the live instances of this owner, i.e. what an earlier run of
+the adaptor launched. `create_instance` returns such an instance when asked again for its sandbox and
+name (the adaptor died after RunInstances) instead of launching a second one; a DescribeInstances per
+pod would double the API calls of a 200-pod start for a case that only exists after a restart. A launch
+too recent for that listing (DescribeInstances is eventually consistent) is caught by EC2 itself:
+RunInstances carries a ClientToken derived from owner, sandbox and name, so a repeat is idempotent.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ class AwsProvider:
         self._allowed: list[InstanceTypeSpec] = []
         self._default_spec: InstanceTypeSpec | None = None
         self._roots: dict[str, _RootDevice] = {}
+        self._launched_before: dict[tuple[str, str], str] = {}  # (sandbox id, name) -> instance id
         self._validated = False
         self._validate_lock = asyncio.Lock()
 
@@ -162,7 +165,7 @@ class AwsProvider:
         a template without it is logged). Otherwise: the AMI must exist (its root device sizes the
         root volume) and, for confidential VMs, boot with UEFI; every allowed type and the default
         type must exist and, for confidential VMs, support AMD SEV-SNP. Their sizes are kept for
-        instance-type selection.
+        instance-type selection. Finally it notes this owner's live instances (see the module doc).
         """
         problems: list[str] = []
         if self._config.use_launch_template:
@@ -172,6 +175,12 @@ class AwsProvider:
             await self._load_instance_types(problems)
         if problems:
             raise ConfigError(problems)
+        self._launched_before = {}
+        for instance in sorted(
+            await self._describe(self._owned()), key=lambda i: str(i.get("LaunchTime", ""))
+        ):
+            key = (_tag(instance, SANDBOX_TAG), _tag(instance, "Name"))
+            self._launched_before.setdefault(key, instance["InstanceId"])
         self._validated = True
 
     async def _ensure_validated(self) -> None:
@@ -261,7 +270,7 @@ class AwsProvider:
 
     async def create_instance(self, request: CreateRequest) -> Instance:
         await self._ensure_validated()
-        existing = await self._find(request)
+        existing = await self._previous_launch(request)
         if existing is not None:
             _log.info(
                 "instance %s for sandbox %s already exists, reusing it",
@@ -453,16 +462,13 @@ class AwsProvider:
             *extra,
         ]
 
-    async def _find(self, request: CreateRequest) -> InstanceTypeDef | None:
-        found = await self._describe(
-            self._owned(
-                {"Name": f"tag:{SANDBOX_TAG}", "Values": [request.sandbox_id]},
-                {"Name": "tag:Name", "Values": [request.name]},
-            )
-        )
-        if len(found) > 1:
-            _log.warning("%d live instances for sandbox %s; using the oldest", len(found), request.sandbox_id)
-        return min(found, key=lambda i: str(i.get("LaunchTime", ""))) if found else None
+    async def _previous_launch(self, request: CreateRequest) -> InstanceTypeDef | None:
+        """The live instance an earlier run of the adaptor launched for this sandbox and name, if any."""
+        instance_id = self._launched_before.pop((request.sandbox_id, request.name), None)
+        if instance_id is None:
+            return None
+        instance = await self._describe_one(instance_id)
+        return instance if instance is not None and _state(instance) not in _GONE_STATES else None
 
     # -- list / delete / teardown ----------------------------------------------------------------
 

@@ -527,6 +527,35 @@ async def test_create_after_a_restart_returns_the_existing_instance(
     assert again == created
     assert wire.sent("RunInstances") == []
     assert len(live_instances(aws_ec2)) == 1
+    # Only once: the next create for this sandbox (after a delete, say) launches anew.
+    await restarted.delete_instance(again.id)
+    fresh = await restarted.create_instance(request())
+    assert fresh.id != created.id
+    assert [i["InstanceId"] for i in live_instances(aws_ec2)] == [fresh.id]
+    await restarted.teardown()
+
+
+async def test_a_create_costs_one_api_call_once_validated(aws_url: str, aws_ami: str) -> None:
+    provider = make_provider(aws_url, aws_ami)
+    await provider.validate()
+    wire = capture(provider)
+    await asyncio.gather(*(provider.create_instance(request(f"sb-{n}")) for n in range(5)))
+    assert [body["Action"] for body in wire.bodies] == ["RunInstances"] * 5
+    await provider.teardown()
+
+
+async def test_an_instance_deleted_since_the_restart_is_not_reused(
+    aws_url: str, aws_ami: str, aws_ec2: Any
+) -> None:
+    first = make_provider(aws_url, aws_ami)
+    created = await first.create_instance(request())
+    restarted = make_provider(aws_url, aws_ami)
+    await restarted.validate()
+    await first.delete_instance(created.id)  # e.g. start-up reconciliation removed it
+    fresh = await restarted.create_instance(request())
+    assert fresh.id != created.id
+    assert [i["InstanceId"] for i in live_instances(aws_ec2)] == [fresh.id]
+    await first.teardown()
     await restarted.teardown()
 
 
