@@ -30,6 +30,8 @@ from providers.settings import Setting, SettingValue
 
 FORWARDER_PORT = 15150
 STOP_GRACE_S = 3.0
+# Kata guests receive CopyFile into tmpfs; so does the stand-in when the host has one.
+MEMORY_FS = Path("/dev/shm")
 
 
 def _bin(name: str) -> str:
@@ -44,7 +46,7 @@ set -e
 echo $$ > "$DIR/pid"
 exec >>"$DIR/console.log" 2>&1
 {user_data} provision-files --source nocloud --cidata-dir "$DIR/cidata" --root "$DIR/root" -t 30
-{agent} --socket "$DIR/agent.sock" --root "$DIR/agent" &
+{agent} --socket "$DIR/agent.sock" --root "$AGENT_ROOT" &
 exec {forwarder} -config "$DIR/root/run/peerpod/apf.json" -listen "$IP:{port}" \\
     -kata-agent-socket "$DIR/agent.sock" -pod-namespace ""
 """
@@ -98,7 +100,12 @@ class LocalProvider:
             self._children[instance.id] = await asyncio.create_subprocess_exec(
                 "/bin/sh",
                 str(directory / "boot.sh"),
-                env={**os.environ, "DIR": str(directory), "IP": instance.ip},
+                env={
+                    **os.environ,
+                    "DIR": str(directory),
+                    "IP": instance.ip,
+                    "AGENT_ROOT": str(self._agent_root(instance.id)),
+                },
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -119,6 +126,7 @@ class LocalProvider:
         child = self._children.pop(instance_id, None)
         if child is not None:
             await child.wait()
+        shutil.rmtree(self._agent_root(instance_id), ignore_errors=True)
         shutil.rmtree(directory, ignore_errors=True)
 
     async def list_instances(self) -> list[Instance]:
@@ -126,6 +134,11 @@ class LocalProvider:
 
     async def teardown(self) -> None:
         """Nothing to release: instances are independent processes."""
+
+    def _agent_root(self, instance_id: str) -> Path:
+        if MEMORY_FS.is_dir():
+            return MEMORY_FS / f"peerpods-{self.owner}-{instance_id}"
+        return self.directory / instance_id / "agent"
 
     def _instances(self) -> list[LocalInstance]:
         found = []

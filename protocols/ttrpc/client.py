@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from protocols.ttrpc.envelope import decode_message, decode_response, encode_request
 from protocols.ttrpc.frames import Frame, FrameDecoder, FrameTooLarge, MessageType, encode_frame
 from protocols.ttrpc.status import Code, TtrpcError
+from protocols.ttrpc.writer import CoalescingWriter
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ CLOSED = "ttrpc: closed"
 class ClientConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._writer: CoalescingWriter | None = None
         self._decoder = FrameDecoder()
         self._next_stream_id = 1
         self._pending: dict[int, RawCallback] = {}
@@ -42,6 +44,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
+        self._writer = CoalescingWriter(self.transport)
 
     def data_received(self, data: bytes) -> None:
         for event in self._decoder.feed(data):
@@ -59,6 +62,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._writer = None
         pending, self._pending = self._pending, {}
         error = TtrpcError(Code.UNAVAILABLE, CLOSED if exc is None else f"{CLOSED}: {exc}")
         for callback in pending.values():
@@ -86,7 +90,7 @@ class ClientConnection(asyncio.Protocol):
 
     def start_raw(self, request: bytes, callback: RawCallback) -> int:
         """Send an encoded Request on a new stream; `callback` gets its Response. Returns the stream id."""
-        if self.transport is None or self.transport.is_closing():
+        if self._writer is None or self.is_closed:
             raise TtrpcError(Code.UNAVAILABLE, CLOSED)
         stream_id = self._next_stream_id
         try:
@@ -95,7 +99,7 @@ class ClientConnection(asyncio.Protocol):
             raise TtrpcError(Code.RESOURCE_EXHAUSTED, str(exc)) from None
         self._next_stream_id += 2
         self._pending[stream_id] = callback
-        self.transport.write(frame)
+        self._writer.write(frame)
         return stream_id
 
     def forget(self, stream_id: int) -> None:

@@ -61,6 +61,60 @@ def decode_request(data: bytes) -> Call:
     )
 
 
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if position >= len(data) or shift > 63:
+            raise TtrpcError(Code.INVALID_ARGUMENT, "unmarshal request error: truncated varint")
+        byte = data[position]
+        result |= (byte & 0x7F) << shift
+        position += 1
+        if not byte & 0x80:
+            return result, position
+        shift += 7
+
+
+def peek_request(data: bytes) -> Call:
+    """Service, method and deadline of an encoded Request, without copying its payload out.
+
+    Relays use it on the fast path, where the Request is forwarded as it came; payload and
+    metadata are left empty. Malformed input gives the same INVALID_ARGUMENT as `decode_request`.
+    """
+    service = method = ""
+    timeout_nano = 0
+    position = 0
+    while position < len(data):
+        key, position = _varint(data, position)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, position = _varint(data, position)
+            if field == 4:
+                timeout_nano = value - (1 << 64) if value >= 1 << 63 else value
+        elif wire_type == 2:
+            length, position = _varint(data, position)
+            end = position + length
+            if end > len(data):
+                raise TtrpcError(Code.INVALID_ARGUMENT, "unmarshal request error: truncated field")
+            if field in (1, 2):
+                try:
+                    text = data[position:end].decode()
+                except UnicodeDecodeError:
+                    message = "unmarshal request error: invalid UTF-8"
+                    raise TtrpcError(Code.INVALID_ARGUMENT, message) from None
+                if field == 1:
+                    service = text
+                else:
+                    method = text
+            position = end
+        elif wire_type in (1, 5):
+            position += 8 if wire_type == 1 else 4
+        else:
+            raise TtrpcError(Code.INVALID_ARGUMENT, f"unmarshal request error: wire type {wire_type}")
+    if position != len(data):
+        raise TtrpcError(Code.INVALID_ARGUMENT, "unmarshal request error: truncated field")
+    return Call(service, method, b"", timeout_nano, (), time.monotonic())
+
+
 def encode_response(payload: bytes = b"", code: int = Code.OK, message: str = "") -> bytes:
     """Success carries `status{}` (bytes 0a 00) and the payload, as Go's ttrpc server sends."""
     response = ttrpc_pb2.Response(payload=payload)

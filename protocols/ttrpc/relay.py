@@ -13,11 +13,12 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from protocols.ttrpc.client import Client, ClientConnection
-from protocols.ttrpc.envelope import Call, error_frame
+from protocols.ttrpc.envelope import Call, decode_request, error_frame, peek_request
 from protocols.ttrpc.frames import MessageType, encode_frame
 from protocols.ttrpc.server import Handler, ServerConnection
 from protocols.ttrpc.status import Code, TtrpcError
@@ -144,10 +145,15 @@ class RelayConnection(ServerConnection):
     def is_active(self, stream_id: int) -> bool:
         return stream_id in self.inflight or super().is_active(stream_id)
 
+    def parse_request(self, data: bytes) -> Call:
+        """Only what routing needs; the slow path decodes the rest (see `dispatch`)."""
+        return peek_request(data)
+
     def dispatch(self, stream_id: int, call: Call, raw_request: bytes) -> None:
         client = self.upstream.current
         if client is None or (call.service, call.method) in self.interceptors:
-            super().dispatch(stream_id, call, raw_request)
+            full = replace(decode_request(raw_request), received=call.received)
+            super().dispatch(stream_id, full, raw_request)
             return
         forwarded = _Forwarded(self, stream_id)
         self.inflight[stream_id] = forwarded

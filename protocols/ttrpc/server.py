@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from protocols.ttrpc.envelope import Call, decode_message, decode_request, error_frame, response_frame
 from protocols.ttrpc.frames import MAX_PAYLOAD, Flags, Frame, FrameDecoder, FrameTooLarge, MessageType
 from protocols.ttrpc.status import Code, TtrpcError
+from protocols.ttrpc.writer import CoalescingWriter
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class ServerConnection(asyncio.Protocol):
     def __init__(self, services: Services) -> None:
         self.services = services
         self.transport: asyncio.Transport | None = None
+        self._writer: CoalescingWriter | None = None
         self._decoder = FrameDecoder()
         self._last_stream_id = 0
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -56,6 +58,7 @@ class ServerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
+        self._writer = CoalescingWriter(self.transport)
 
     def data_received(self, data: bytes) -> None:
         for event in self._decoder.feed(data):
@@ -68,6 +71,7 @@ class ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._writer = None
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
@@ -83,8 +87,8 @@ class ServerConnection(asyncio.Protocol):
     # framing
 
     def send(self, frame: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame)
+        if self._writer is not None:
+            self._writer.write(frame)
 
     def reply(self, stream_id: int, payload: bytes) -> None:
         try:
@@ -113,9 +117,12 @@ class ServerConnection(asyncio.Protocol):
         self._last_stream_id = frame.stream_id
         if frame.flags & Flags.REMOTE_OPEN:
             raise TtrpcError(Code.UNIMPLEMENTED, "streaming calls are not supported")
-        call = decode_request(frame.payload)
+        call = self.parse_request(frame.payload)
         self.lookup(call)
         return call
+
+    def parse_request(self, data: bytes) -> Call:
+        return decode_request(data)
 
     def lookup(self, call: Call) -> Handler:
         methods = self.services.get(call.service)

@@ -4,7 +4,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols.proto import health_pb2, hypervisor_pb2
-from protocols.ttrpc.envelope import encode_request, encode_response, response_frame
+from protocols.ttrpc.envelope import (
+    decode_request,
+    encode_request,
+    encode_response,
+    peek_request,
+    response_frame,
+)
 from protocols.ttrpc.frames import (
     MAX_PAYLOAD,
     Frame,
@@ -14,7 +20,7 @@ from protocols.ttrpc.frames import (
     OversizedFrame,
     encode_frame,
 )
-from protocols.ttrpc.status import Code
+from protocols.ttrpc.status import Code, TtrpcError
 
 
 def test_health_check_request_bytes() -> None:
@@ -98,3 +104,30 @@ def test_decoder_never_crashes_on_random_bytes(data: bytes, cuts: list[int]) -> 
         decoder.feed(data[position : position + cut])
         position += cut
     decoder.feed(data[position:])
+
+
+@given(
+    st.text(max_size=30),
+    st.text(max_size=30),
+    st.binary(max_size=300),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=3),
+)
+def test_peek_agrees_with_the_full_decoder(
+    service: str, method: str, payload: bytes, timeout: int, metadata: list[tuple[str, str]]
+) -> None:
+    encoded = encode_request(service, method, payload, timeout, metadata)
+    peeked, full = peek_request(encoded), decode_request(encoded)
+    assert (peeked.service, peeked.method, peeked.timeout_nano) == (
+        full.service,
+        full.method,
+        full.timeout_nano,
+    )
+
+
+@given(st.binary(max_size=200))
+def test_peek_rejects_garbage_only_with_invalid_argument(data: bytes) -> None:
+    try:
+        peek_request(data)
+    except TtrpcError as exc:
+        assert exc.code == Code.INVALID_ARGUMENT

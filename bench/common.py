@@ -1,0 +1,70 @@
+"""Helpers the benchmarks share: percentiles and a scratch `cloud-api-adaptor local` with one pod."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocols.ttrpc.client import Client
+from shimdriver.driver import HypervisorClient, shim_annotations
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def summary_ms(samples: Sequence[float]) -> str:
+    return (
+        f"p50 {percentile(samples, 0.5) * 1e3:.3f} ms, p99 {percentile(samples, 0.99) * 1e3:.3f} ms, "
+        f"mean {statistics.fmean(samples) * 1e3:.3f} ms over {len(samples)}"
+    )
+
+
+@dataclass
+class LocalPod:
+    hypervisor: HypervisorClient
+    sandbox_id: str
+    agent_socket: str  # through proxy + TLS + forwarder
+    direct_socket: str  # the stand-in agent's own socket inside the local pod VM
+    scratch: Path
+
+
+@contextlib.asynccontextmanager
+async def local_pod(*adaptor_args: str) -> AsyncIterator[LocalPod]:
+    scratch = Path(tempfile.mkdtemp(prefix="pp-bench-", dir="/tmp"))
+    socket = scratch / "hypervisor.sock"
+    adaptor = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("cloud-api-adaptor")), "local",
+        "--socket", str(socket), "--pods-dir", str(scratch / "pods"), "--state-dir", str(scratch / "state"),
+        "--local-dir", str(scratch / "vms"), *adaptor_args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=(scratch / "adaptor.log").open("wb"),
+    )  # fmt: skip
+    try:
+        for _ in range(400):
+            with contextlib.suppress(OSError):
+                await (await Client.connect_unix(socket)).close()
+                break
+            await asyncio.sleep(0.05)
+        hypervisor = HypervisorClient(socket)
+        sandbox_id = secrets.token_hex(32)
+        agent_socket = await hypervisor.create_vm(sandbox_id, shim_annotations("bench", "default"))
+        await hypervisor.start_vm(sandbox_id)
+        direct = next((scratch / "vms").glob("*/agent.sock"))
+        try:
+            yield LocalPod(hypervisor, sandbox_id, agent_socket, str(direct), scratch)
+        finally:
+            await hypervisor.stop_vm(sandbox_id)
+    finally:
+        adaptor.send_signal(signal.SIGTERM)
+        await adaptor.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
