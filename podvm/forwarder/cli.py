@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from protocols.apf import DEFAULT_CONFIG_PATH, ForwarderConfig, ForwarderConfigError
 from podvm.forwarder.service import AGENT_DIAL_TIMEOUT, DEFAULT_AGENT_SOCKET, DEFAULT_PORT, start_forwarder
+from protocols.apf import DEFAULT_CONFIG_PATH, ForwarderConfig, ForwarderConfigError
 from protocols.daemon import notify_ready, run, setup_logging, split_host_port
 from protocols.tunnel_tls import TunnelTLSError, server_context
 
