@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.proto import health_pb2, hypervisor_pb2
+from protocols.proto import health_pb2, hypervisor_pb2, ttrpc_pb2
 from protocols.ttrpc.envelope import (
     decode_request,
     encode_request,
@@ -131,3 +131,27 @@ def test_peek_rejects_garbage_only_with_invalid_argument(data: bytes) -> None:
         peek_request(data)
     except TtrpcError as exc:
         assert exc.code == Code.INVALID_ARGUMENT
+
+
+@given(
+    st.text(max_size=30),
+    st.text(max_size=30),
+    st.binary(max_size=300),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=3),
+)
+def test_hand_encoded_request_matches_protobuf(
+    service: str, method: str, payload: bytes, timeout: int, metadata: list[tuple[str, str]]
+) -> None:
+    reference = ttrpc_pb2.Request(service=service, method=method, payload=payload, timeout_nano=timeout)
+    for key, value in metadata:
+        reference.metadata.add(key=key, value=value)
+    assert encode_request(service, method, payload, timeout, metadata) == reference.SerializeToString()
+
+
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=2**31 - 1), st.text(max_size=40))
+def test_hand_encoded_response_matches_protobuf(payload: bytes, code: int, message: str) -> None:
+    reference = ttrpc_pb2.Response(payload=payload)
+    reference.status.code = code
+    reference.status.message = message
+    assert encode_response(payload, code, message) == reference.SerializeToString()
