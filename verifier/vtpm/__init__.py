@@ -1,0 +1,1 @@
+"""Azure confidential VM vTPM evidence: TPM quotes, HCL reports and the checks SNP and TDX share."""
