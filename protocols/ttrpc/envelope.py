@@ -78,11 +78,7 @@ def encode_request(
 
 
 def decode_request(data: bytes) -> Call:
-    request = ttrpc_pb2.Request()
-    try:
-        request.ParseFromString(data)
-    except DecodeError as exc:
-        raise TtrpcError(Code.INVALID_ARGUMENT, f"unmarshal request error: {exc}") from None
+    request = decode_message(ttrpc_pb2.Request, data)
     return Call(
         request.service,
         request.method,
@@ -173,11 +169,7 @@ def error_frame(stream_id: int, error: TtrpcError) -> bytes:
 
 def decode_response(data: bytes) -> bytes:
     """The payload of a successful response; raises TtrpcError for an error status."""
-    response = ttrpc_pb2.Response()
-    try:
-        response.ParseFromString(data)
-    except DecodeError as exc:
-        raise TtrpcError(Code.INTERNAL, f"malformed response: {exc}") from None
+    response = decode_message(ttrpc_pb2.Response, data, Code.INTERNAL)
     if response.HasField("status") and response.status.code != Code.OK:
         raise TtrpcError(response.status.code, response.status.message)
     return response.payload

@@ -22,6 +22,14 @@ from protocols.ttrpc.frames import (
 )
 from protocols.ttrpc.status import Code, TtrpcError
 
+REQUEST_FIELDS = (
+    st.text(max_size=30),
+    st.text(max_size=30),
+    st.binary(max_size=300),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=3),
+)
+
 
 def test_health_check_request_bytes() -> None:
     frame = encode_frame(1, MessageType.REQUEST, encode_request("grpc.Health", "Check", b""))
@@ -106,13 +114,7 @@ def test_decoder_never_crashes_on_random_bytes(data: bytes, cuts: list[int]) -> 
     decoder.feed(data[position:])
 
 
-@given(
-    st.text(max_size=30),
-    st.text(max_size=30),
-    st.binary(max_size=300),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=3),
-)
+@given(*REQUEST_FIELDS)
 def test_peek_agrees_with_the_full_decoder(
     service: str, method: str, payload: bytes, timeout: int, metadata: list[tuple[str, str]]
 ) -> None:
@@ -133,13 +135,7 @@ def test_peek_rejects_garbage_only_with_invalid_argument(data: bytes) -> None:
         assert exc.code == Code.INVALID_ARGUMENT
 
 
-@given(
-    st.text(max_size=30),
-    st.text(max_size=30),
-    st.binary(max_size=300),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=3),
-)
+@given(*REQUEST_FIELDS)
 def test_hand_encoded_request_matches_protobuf(
     service: str, method: str, payload: bytes, timeout: int, metadata: list[tuple[str, str]]
 ) -> None:
