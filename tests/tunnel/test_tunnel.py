@@ -14,9 +14,11 @@ from google.protobuf.message import Message
 from adaptor.tunnel.authority import TunnelAuthority
 from adaptor.tunnel.proxy import AgentProxy
 from podvm.forwarder.service import start_forwarder
+from podvm.standin_agent.agent import StandinAgent
 from protocols.agent import AGENT_SERVICE, HEALTH_SERVICE
 from protocols.proto import agent_pb2, health_pb2, oci_pb2
 from protocols.ttrpc.client import Client
+from protocols.ttrpc.server import Server
 from protocols.ttrpc.status import Code, TtrpcError
 from protocols.tunnel_tls import client_context, server_context
 from tests.tunnel.conftest import INSTANCE, POD_NETNS, Tunnel
@@ -205,3 +207,29 @@ async def test_proxy_refuses_servers_without_our_certificate(
     await proxy.close()
     await impostor.close()
     await upstream.close()
+
+
+async def test_forwarder_dials_a_late_agent_lazily(tmp_path: Path) -> None:
+    """The forwarder listens before kata-agent is up; the first call waits for the agent to appear."""
+    authority = TunnelAuthority.load_or_create(tmp_path / "state")
+    vm = authority.issue_server(INSTANCE)
+    agent_socket = tmp_path / "late.sock"
+    forwarder, upstream, port = await start_forwarder(
+        "127.0.0.1", 0, agent_socket, server_context(vm.cert_pem, vm.key_pem, authority.client.cert_pem)
+    )
+    tls = client_context(authority.client.cert_pem, authority.client.key_pem, authority.ca.cert_pem)
+    async with await Client.connect_tcp("127.0.0.1", port, tls, server_hostname=INSTANCE) as client:
+        call = asyncio.ensure_future(
+            client.unary(
+                HEALTH_SERVICE, "Check", health_pb2.CheckRequest(), health_pb2.HealthCheckResponse, timeout=20
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not call.done()
+        agent = StandinAgent(tmp_path / "agent")
+        agent_server = Server(agent.services())
+        await agent_server.listen_unix(agent_socket)
+        assert (await call).status == health_pb2.HealthCheckResponse.SERVING
+    await forwarder.close()
+    await upstream.close()
+    await agent_server.close()
