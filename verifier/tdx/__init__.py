@@ -1,0 +1,23 @@
+"""Intel TDX: quote v4/v5 verification against Intel's PCK chain and collateral, CCEL replay.
+
+`TdxVerifier` is the `tdx` verifier; its `verify_quote`/`verify_quote_async` verify raw quote
+bytes for reuse by the Azure TDX vTPM verifier, and `quote_claims` renders their claims.
+"""
+
+from verifier.tdx.sources import CollateralSource, OfflineSource, PcsSource
+from verifier.tdx.store import Collateral, CollateralNeeded, CollateralStore, RawCollateral
+from verifier.tdx.verifier import TdxOptions, TdxVerifier, VerifiedQuote, parse_evidence
+
+__all__ = [
+    "Collateral",
+    "CollateralNeeded",
+    "CollateralSource",
+    "CollateralStore",
+    "OfflineSource",
+    "PcsSource",
+    "RawCollateral",
+    "TdxOptions",
+    "TdxVerifier",
+    "VerifiedQuote",
+    "parse_evidence",
+]

@@ -1,0 +1,179 @@
+"""Where TDX collateral comes from: Intel PCS or a PCCS over HTTP, or an offline file.
+
+Both implement `CollateralSource.fetch(fmspc, ca) -> RawCollateral`, the only I/O of the TDX
+verifier. PCS/PCCS endpoints and headers are those of Intel's v4 API as upstream Trustee uses
+them (`tdx/certification/v4/tcb`, `.../qe/identity`, `sgx/certification/v4/pckcrl`, issuer chains
+URL-encoded in response headers). The offline file is the JSON written by Intel's PCS Client Tool,
+which upstream reads for `collateral_service = "file://..."`. Blocking on purpose, like the SNP
+verifier's KDS client: verification runs in a worker thread and only a cache miss gets here.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlencode, urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from verifier.errors import VerificationError
+from verifier.tdx.collateral import CollateralError
+from verifier.tdx.store import RawCollateral
+
+INTEL_PCS_URL = "https://api.trustedservices.intel.com/sgx/certification/v4/"
+# The CRL distribution point of the Intel SGX Root CA (PCS serves no root CRL endpoint itself).
+INTEL_ROOT_CA_CRL_URL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
+TCB_INFO_CHAIN_HEADERS = ("TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain")
+QE_IDENTITY_CHAIN_HEADERS = ("SGX-Enclave-Identity-Issuer-Chain",)
+PCK_CRL_CHAIN_HEADERS = ("SGX-PCK-CRL-Issuer-Chain",)
+UPDATE_TYPES = ("early", "standard")
+MAX_RESPONSE_SIZE = 1 << 20  # collateral documents and CRLs are a few KB
+
+
+class CollateralSource(Protocol):
+    def fetch(self, fmspc: bytes, ca: str) -> RawCollateral:
+        """Collateral for a platform (FMSPC) whose PCK is issued by `ca` ("platform"/"processor");
+        raises a `collateral_unavailable` VerificationError when it cannot be had."""
+        ...
+
+
+def _unavailable(message: str) -> VerificationError:
+    return VerificationError("collateral_unavailable", message)
+
+
+def crl_der(body: bytes) -> bytes:
+    """A CRL as DER, whichever of DER, PEM or hex text a PCS or PCCS answered with."""
+    if body.startswith(b"-----BEGIN"):
+        try:
+            return x509.load_pem_x509_crl(body).public_bytes(Encoding.DER)
+        except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+            raise CollateralError(f"PEM CRL does not parse: {exc}") from None
+    if body[:1] == b"\x30":
+        return body
+    try:
+        return bytes.fromhex(body.decode("ascii").strip())
+    except ValueError:
+        raise CollateralError("CRL is neither DER, PEM nor hex") from None
+
+
+class PcsSource:
+    """Intel PCS or a PCCS; as upstream, only the scheme and host of `base_url` are used."""
+
+    def __init__(
+        self, base_url: str = INTEL_PCS_URL, *, update: str = "early", timeout: float = 30.0
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"collateral service URL must be http(s): {base_url!r}")
+        if update not in UPDATE_TYPES:
+            raise ValueError(f"tcb update type must be one of {UPDATE_TYPES}")
+        self._origin = f"{parts.scheme}://{parts.netloc}/"
+        self._is_intel = parts.hostname == "api.trustedservices.intel.com"
+        self._update = update
+        self._timeout = timeout
+
+    def _get(self, url: str, chain_headers: tuple[str, ...] = ()) -> tuple[bytes, bytes | None]:
+        try:
+            with urllib.request.urlopen(url, timeout=self._timeout) as response:  # noqa: S310
+                body: bytes = response.read(MAX_RESPONSE_SIZE + 1)
+                chain = next((response.headers[h] for h in chain_headers if h in response.headers), None)
+        except urllib.error.HTTPError as exc:
+            raise _unavailable(f"{url} answered HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise _unavailable(f"{url}: {exc}") from None
+        if len(body) > MAX_RESPONSE_SIZE:
+            raise _unavailable(f"{url} answered more than {MAX_RESPONSE_SIZE} bytes")
+        return body, unquote(chain).encode() if chain is not None else None
+
+    def fetch(self, fmspc: bytes, ca: str) -> RawCollateral:
+        base, update = self._origin, urlencode({"update": self._update})
+        tcb_query = urlencode({"fmspc": fmspc.hex().upper(), "update": self._update})
+        tcb, tcb_chain = self._get(f"{base}tdx/certification/v4/tcb?{tcb_query}", TCB_INFO_CHAIN_HEADERS)
+        qe, qe_chain = self._get(
+            f"{base}tdx/certification/v4/qe/identity?{update}", QE_IDENTITY_CHAIN_HEADERS
+        )
+        crl_query = urlencode({"ca": ca, "encoding": "der"})
+        crl, crl_chain = self._get(f"{base}sgx/certification/v4/pckcrl?{crl_query}", PCK_CRL_CHAIN_HEADERS)
+        root_url = INTEL_ROOT_CA_CRL_URL if self._is_intel else f"{base}sgx/certification/v4/rootcacrl"
+        root, _ = self._get(root_url)
+        return RawCollateral(
+            tcb_info=tcb,
+            qe_identity=qe,
+            tcb_info_issuer_chain=tcb_chain,
+            qe_identity_issuer_chain=qe_chain,
+            pck_crl=crl_der(crl),
+            pck_crl_issuer_chain=crl_chain,
+            root_ca_crl=crl_der(root),
+        )
+
+
+def _compact(inner_key: str, document: Mapping[str, Any]) -> bytes:
+    """A collateral document re-serialized as PCS sends it (compact, key order kept), which is
+    the form Intel signed: the PCS Client Tool stores documents as parsed JSON."""
+    return json.dumps(
+        {inner_key: document[inner_key], "signature": document["signature"]},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def parse_pcs_client_tool(data: bytes, fmspc: bytes, ca: str, update: str = "early") -> RawCollateral:
+    """Collateral for one platform out of a PCS Client Tool `{"collaterals": {...}}` file."""
+    try:
+        collaterals = json.loads(data)["collaterals"]
+        entry = next(
+            (e for e in collaterals["tcbinfos"] if bytes.fromhex(e["fmspc"]) == fmspc),
+            None,
+        )
+        if entry is None:
+            raise _unavailable(f"the collateral file has no TCB info for FMSPC {fmspc.hex()}")
+        early = update == "early"
+        tcb = (early and entry.get("tdx_tcbinfo_early")) or entry.get("tdx_tcbinfo")
+        qe = (early and collaterals.get("tdqeidentity_early")) or collaterals.get("tdqeidentity")
+        if not tcb or not qe:
+            raise _unavailable(f"the collateral file lacks TDX TCB info or TD QE identity for {fmspc.hex()}")
+        certs = collaterals["certificates"]
+        crl_chains = certs.get("SGX-PCK-Certificate-Issuer-Chain") or {}
+        crl_chain = crl_chains.get(ca.upper())
+        return RawCollateral(
+            tcb_info=_compact("tcbInfo", tcb),
+            qe_identity=_compact("enclaveIdentity", qe),
+            tcb_info_issuer_chain=unquote(certs["TCB-Info-Issuer-Chain"]).encode(),
+            qe_identity_issuer_chain=unquote(certs["SGX-Enclave-Identity-Issuer-Chain"]).encode(),
+            # A PCK CRL is only usable with its issuer chain, which the tool does not always write.
+            pck_crl=bytes.fromhex(collaterals["pckcacrl"][f"{ca}Crl"]) if crl_chain else None,
+            pck_crl_issuer_chain=unquote(crl_chain).encode() if crl_chain else None,
+            root_ca_crl=bytes.fromhex(collaterals["rootcacrl"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise CollateralError(f"collateral file is not PCS Client Tool output: {exc!r}") from None
+
+
+class OfflineSource:
+    """A PCS Client Tool collateral file, for sites without access to Intel's PCS."""
+
+    def __init__(self, path: Path, *, update: str = "early") -> None:
+        self._path = path
+        self._update = update
+
+    def fetch(self, fmspc: bytes, ca: str) -> RawCollateral:
+        try:
+            data = self._path.read_bytes()
+        except OSError as exc:
+            raise _unavailable(f"cannot read {self._path}: {exc}") from None
+        return parse_pcs_client_tool(data, fmspc, ca, self._update)
+
+
+def source_from_config(
+    collateral_service: str = INTEL_PCS_URL, tcb_update_type: str = "early"
+) -> CollateralSource:
+    """Upstream's `dcap_verifier` settings: a PCS/PCCS URL, or `file://<path>` for an offline file."""
+    if collateral_service.startswith("file://"):
+        return OfflineSource(Path(unquote(urlsplit(collateral_service).path)), update=tcb_update_type)
+    return PcsSource(collateral_service, update=tcb_update_type)
