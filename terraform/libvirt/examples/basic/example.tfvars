@@ -1,0 +1,1 @@
+image_path = "/var/cache/peerpods/podvm.qcow2"
