@@ -1,0 +1,149 @@
+"""HTTP for the KBS (aiohttp): upstream's routes on top of `Broker`.
+
+One catch-all route `/kbs/v0/{path}` as upstream: the first segment picks the endpoint (`auth`,
+`attest`, `attestation-policy`, `resource-policy`, `reference-value`, `resource`), anything else is
+`PluginNotFound` (404). Every error is upstream's `ErrorInformation` JSON, including a body over the
+size cap (413), an unknown path (404) and a method a path does not take (405). `/metrics` and
+`/healthz` are outside the prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+
+from aiohttp import web
+
+from kbs import errors
+from kbs.broker import AdminRequest, Broker
+from kbs.errors import KbsError
+from kbs.metrics import CONTENT_TYPE
+from kbs.sessions import Session
+from protocols.kbs import API_PREFIX, SESSION_COOKIE, token_response
+
+log = logging.getLogger(__name__)
+BROKER_KEY = web.AppKey("kbs_broker", Broker)
+MAX_BODY_KEY = web.AppKey("kbs_max_body", int)
+DEFAULT_MAX_BODY = 2 * 1024 * 1024
+MAX_HEADER_FIELD = 256 * 1024  # verbose tokens in `Authorization: Bearer` outgrow the usual 8 KiB
+JSON = "application/json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(error: KbsError) -> web.Response:
+    return web.Response(status=error.status, body=error.info().to_json(), content_type=JSON)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refusals as upstream's error JSON; request timing and sizes for /metrics."""
+    broker = request.app[BROKER_KEY]
+    metrics = broker.metrics
+    counted = request.path.startswith("/kbs")
+    if counted:
+        metrics.requests.inc()
+        metrics.active.inc()
+        metrics.request_size.observe(float(request.content_length or 0))
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except KbsError as exc:
+        log.info("%s %s: %s", request.method, request.path, exc.detail)
+        response = _error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        response = _error_response(errors.payload_too_large(request.app[MAX_BODY_KEY]))
+    except web.HTTPMethodNotAllowed:
+        response = _error_response(errors.method_not_allowed(request.method, request.path))
+    except web.HTTPNotFound:
+        response = _error_response(errors.invalid_path(request.path))
+    finally:
+        if counted:
+            metrics.active.dec()
+            metrics.duration.observe(time.perf_counter() - started)
+    if counted and response.body_length is not None:
+        metrics.response_size.observe(float(response.body_length))
+    return response
+
+
+def _set_session_cookie(response: web.Response, session: Session) -> None:
+    """Upstream's cookie: the session id, `Expires` only."""
+    response.set_cookie(SESSION_COOKIE, session.id, expires=formatdate(session.expires, usegmt=True))
+
+
+def _admin(request: web.Request) -> AdminRequest:
+    return AdminRequest(request.headers.get("Authorization"), str(request.rel_url))
+
+
+async def kbs_api(request: web.Request) -> web.StreamResponse:
+    broker = request.app[BROKER_KEY]
+    path = request.match_info["path"]
+    name, _, rest = path.partition("/")
+    parts = rest.split("/") if rest else []
+    method = request.method
+    if name == "auth" and method == "POST":
+        challenge, session = broker.auth(await request.read())
+        response = web.Response(body=challenge.to_json(), content_type=JSON)
+        _set_session_cookie(response, session)
+        return response
+    if name == "attest" and method == "POST":
+        body = await request.read()
+        token, session = await broker.attest(request.cookies.get(SESSION_COOKIE), body)
+        response = web.Response(body=token_response(token), content_type=JSON)
+        _set_session_cookie(response, session)
+        return response
+    if name == "resource" and method in ("GET", "POST", "DELETE"):
+        return await _resource(request, broker, parts)
+    if name == "attestation-policy" and method == "POST":
+        await broker.set_attestation_policy(_admin(request), await request.read())
+        return web.Response()
+    if name == "resource-policy" and method == "POST":
+        broker.set_resource_policy(_admin(request), await request.read())
+        return web.Response()
+    if name == "resource-policy" and method == "GET":
+        return web.json_response(broker.list_resource_policies(_admin(request)))
+    if name == "reference-value" and method == "POST":
+        await broker.register_reference_value(_admin(request), await request.read())
+        return web.Response(content_type=JSON)
+    if name == "reference-value" and method == "GET":
+        value = broker.query_reference_value(_admin(request), parts)
+        return web.Response(text=json.dumps(value), content_type=JSON)
+    raise errors.plugin_not_found(name)
+
+
+async def _resource(request: web.Request, broker: Broker, parts: list[str]) -> web.StreamResponse:
+    if request.method == "GET":
+        jwe = await broker.get_resource(
+            parts,
+            dict(request.query),
+            request.cookies.get(SESSION_COOKIE),
+            request.headers.get("Authorization"),
+        )
+        return web.Response(body=jwe, content_type=JSON)
+    if request.method == "POST":
+        await broker.set_resource(_admin(request), parts, await request.read())
+    else:
+        await broker.delete_resource(_admin(request), parts)
+    return web.Response()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app[BROKER_KEY].metrics.render()
+    return web.Response(body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response()
+
+
+def make_app(broker: Broker, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=max_body)
+    app[BROKER_KEY] = broker
+    app[MAX_BODY_KEY] = max_body
+    app.router.add_route("*", API_PREFIX + "/{path:.*}", kbs_api)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,327 @@
+"""The KBS itself, without HTTP: RCAR handshake, resource release, admin operations.
+
+Every refusal is a `KbsError` carrying upstream's variant and wording; `kbs.app` only maps HTTP to
+these calls. The runtime-data binding has no switch: the expected report data is always the
+canonical-JSON hash of the session's nonce and the key the guest will receive resources under, and
+the attestation service refuses evidence that does not carry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from kbs import errors
+from kbs.admin import AdminAuth, AdminDenied
+from kbs.errors import KbsError
+from kbs.jwe import JweError, check_key, encrypt
+from kbs.metrics import KbsMetrics
+from kbs.policy import POLICY_ID, ResourcePolicy, ResourcePolicyError
+from kbs.sessions import Session, SessionStore, SessionStoreError
+from kbs.store import InvalidResourcePath, ResourceNotFound, ResourcePath, ResourceStore, StoreError
+from kbs.token import TokenError, TokenVerifier, VerifiedToken
+from protocols.kbs import (
+    NONCE_BYTES,
+    Attestation,
+    Challenge,
+    KbsProtocolError,
+    b64url_decode,
+    check_version,
+    loads,
+    parse_attestation,
+    parse_request,
+    runtime_data_claims,
+    runtime_data_hash_algorithm,
+)
+from verifier.binding import InitDataToml, StructuredRuntimeData
+from verifier.ear import EarError
+from verifier.errors import VerificationError
+from verifier.policy import PolicyError
+from verifier.rvps import RvpsError
+from verifier.service import AttestationService, RequestError, VerificationRequest
+
+log = logging.getLogger(__name__)
+INIT_DATA_FORMAT = "toml"
+_AS_ERRORS = (VerificationError, RequestError, PolicyError, EarError)
+
+
+@dataclass(frozen=True)
+class AdminRequest:
+    """What admin authorization looks at: the `Authorization` header and the request URI."""
+
+    authorization: str | None
+    uri: str
+
+
+@dataclass
+class Broker:
+    attestation: AttestationService
+    sessions: SessionStore
+    tokens: TokenVerifier
+    policy: ResourcePolicy
+    store: ResourceStore
+    admin: AdminAuth
+    metrics: KbsMetrics
+    policy_ids: Sequence[str] = ("default",)
+
+    # ---- RCAR
+
+    def auth(self, body: bytes) -> tuple[Challenge, Session]:
+        """`POST /auth`: a fresh 32-byte nonce in a new session."""
+        self.metrics.auth_requests.inc()
+        try:
+            request = parse_request(body)
+            check_version(request.version)
+        except KbsProtocolError as exc:
+            self.metrics.auth_errors.inc()
+            raise errors.attestation_error("Auth", str(exc)) from None
+        challenge = Challenge(nonce=base64.b64encode(secrets.token_bytes(NONCE_BYTES)).decode("ascii"))
+        session = self._sessions(lambda: self.sessions.create(request.tee, challenge.nonce), "Auth")
+        self.metrics.auth_successes.inc()
+        return challenge, session
+
+    async def attest(self, session_id: str | None, body: bytes) -> tuple[str, Session]:
+        """`POST /attest`: the EAR token for evidence bound to this session's nonce."""
+        self.metrics.attestation_requests.inc()
+        try:
+            return await self._attest(session_id, body)
+        except KbsError:
+            self.metrics.attestation_errors.inc()
+            raise
+
+    async def _attest(self, session_id: str | None, body: bytes) -> tuple[str, Session]:
+        def refuse(reason: str) -> KbsError:
+            return errors.attestation_error("Attest", reason)
+
+        if not session_id:
+            raise refuse("cookie not found")
+        try:
+            attestation = parse_attestation(body)
+        except KbsProtocolError as exc:
+            raise refuse(f"deserialize Attestation: {exc}") from None
+        session = self._sessions(lambda: self.sessions.get(session_id), "Attest")
+        if session is None:
+            raise refuse("session not found or expired")
+        if session.token is not None:  # upstream: an attested session answers with its token again
+            return session.token, session
+        if attestation.runtime_data.nonce != session.nonce:
+            raise refuse(
+                "the nonce in the handshake session is different from the client side in KBS"
+                " protocol's Attestation message"
+            )
+        try:
+            check_key(attestation.runtime_data.tee_pubkey)
+        except JweError as exc:
+            raise refuse(f"tee-pubkey cannot receive resources: {exc}") from None
+        requests = self._verification_requests(session, attestation, refuse)
+        try:
+            token = await self.attestation.evaluate_async(requests, self.policy_ids)
+        except _AS_ERRORS as exc:
+            self.metrics.attestation_failures.inc(session.tee)
+            raise refuse(f"verify TEE evidence failed: {exc}") from None
+        self.metrics.attestation_successes.inc(session.tee)
+        if not self._sessions(lambda: self.sessions.attest(session.id, token), "Attest"):
+            current = self._sessions(lambda: self.sessions.get(session.id), "Attest")
+            if current is None or current.token is None:
+                raise refuse("session expired during attestation")
+            token = current.token  # a concurrent /attest on this session won; keep one token
+        return token, session
+
+    def _verification_requests(
+        self, session: Session, attestation: Attestation, refuse: Any
+    ) -> list[VerificationRequest]:
+        """The primary TEE's request (bound with additional-evidence) and one per extra device."""
+        runtime, evidence = attestation.runtime_data, attestation.tee_evidence
+        algorithm = runtime_data_hash_algorithm(session.tee)
+        init_data = None
+        if attestation.init_data is not None:
+            if attestation.init_data.format != INIT_DATA_FORMAT:
+                raise refuse(f"init-data format {attestation.init_data.format[:20]!r} is not 'toml'")
+            init_data = InitDataToml(attestation.init_data.body)
+        primary = runtime_data_claims(session.nonce, runtime.tee_pubkey, evidence.additional_evidence)
+        requests = [
+            VerificationRequest(
+                session.tee,
+                orjson.dumps(evidence.primary_evidence),
+                StructuredRuntimeData(primary),
+                init_data,
+                algorithm,
+            )
+        ]
+        try:
+            additional = evidence.additional()
+        except KbsProtocolError as exc:
+            raise refuse(str(exc)) from None
+        device = StructuredRuntimeData(runtime_data_claims(session.nonce, runtime.tee_pubkey, None))
+        for tee, device_evidence in additional.items():
+            requests.append(VerificationRequest(tee, orjson.dumps(device_evidence), device, None, algorithm))
+        return requests
+
+    @staticmethod
+    def _sessions(call: Any, stage: str) -> Any:
+        try:
+            return call()
+        except SessionStoreError as exc:
+            log.error("session store failure: %s", exc)
+            raise errors.attestation_error(stage, "Session storage error") from None
+
+    # ---- resources
+
+    def _token(self, session_id: str | None, authorization: str | None) -> VerifiedToken:
+        """The verified token of an attested session, else of `Authorization: Bearer`."""
+        token = None
+        if session_id:
+            session = self._sessions(lambda: self.sessions.get(session_id), "Attest")
+            if session is not None:
+                token = session.token
+        if token is None and authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                token = value.strip()
+        if token is None:
+            raise errors.token_not_found()
+        try:
+            return self.tokens.verify(token)
+        except TokenError as exc:
+            raise errors.token_invalid(str(exc)) from None
+
+    async def get_resource(
+        self,
+        parts: Sequence[str],
+        query: Mapping[str, str],
+        session_id: str | None,
+        authorization: str | None,
+    ) -> bytes:
+        """`GET /resource/<repo>/<type>/<tag>`: the resource as a JWE for the token's TEE key."""
+        verified = self._token(session_id, authorization)
+        path = _resource_path(parts)
+        data = {"plugin": "resource", "resource-path": list(parts), "query": dict(query)}
+        self.metrics.policy_evals.inc()
+        try:
+            allowed = self.policy.allows(verified.claims, data)
+        except ResourcePolicyError as exc:
+            self.metrics.policy_errors.inc()
+            log.warning("resource policy: %s", exc)
+            allowed = False
+        if not allowed:
+            self.metrics.policy_violations.inc()
+            raise errors.policy_deny()
+        self.metrics.policy_approvals.inc()
+        resource = await self._store(self.store.get, path)
+        self.metrics.resource_reads.inc(str(path))
+        try:
+            return encrypt(resource, verified.tee_pubkey).to_json()
+        except JweError as exc:
+            raise KbsError("JweError", f"JWE failed: {exc}") from None
+
+    async def set_resource(self, admin: AdminRequest, parts: Sequence[str], body: bytes) -> None:
+        self._admin(admin, "resource")
+        path = _resource_path(parts)
+        await self._store(self.store.put, path, body)
+        self.metrics.resource_writes.inc(str(path))
+
+    async def delete_resource(self, admin: AdminRequest, parts: Sequence[str]) -> None:
+        self._admin(admin, "resource")
+        await self._store(self.store.delete, _resource_path(parts))
+
+    @staticmethod
+    async def _store(call: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(call, *args)
+        except ResourceNotFound as exc:
+            raise errors.plugin_error(str(exc)) from None
+        except StoreError as exc:
+            log.error("resource store: %s", exc)
+            raise errors.plugin_error(str(exc)) from None
+
+    # ---- admin
+
+    def _admin(self, admin: AdminRequest, endpoint: str) -> None:
+        try:
+            self.admin.check(admin.authorization, admin.uri)
+        except AdminDenied as exc:
+            raise errors.admin_denied(endpoint, str(exc)) from None
+
+    async def set_attestation_policy(self, admin: AdminRequest, body: bytes) -> None:
+        """`{"policy_id": id, "policy": base64url(rego)}` (a `type` member is ignored, as upstream)."""
+        self._admin(admin, "attestation-policy")
+
+        def refuse(reason: str) -> KbsError:
+            return KbsError("AttestationError", f"Attestation error: Set Attestation Policy failed: {reason}")
+
+        try:
+            doc = loads(body, "set policy request")
+            if not isinstance(doc, dict):
+                raise KbsProtocolError("set policy request must be a JSON object")
+            policy_id, policy = doc.get("policy_id"), doc.get("policy")
+            if not isinstance(policy_id, str) or not isinstance(policy, str):
+                raise KbsProtocolError("set policy request needs string policy_id and policy")
+            text = b64url_decode(policy, "policy").decode("utf-8")
+        except (KbsProtocolError, UnicodeDecodeError) as exc:
+            raise refuse(f"parse set policy request: {exc}") from None
+        try:
+            await asyncio.to_thread(self.attestation.set_policy, policy_id, text)
+        except PolicyError as exc:
+            raise refuse(str(exc)) from None
+
+    def set_resource_policy(self, admin: AdminRequest, body: bytes) -> None:
+        self._admin(admin, "resource-policy")
+
+        def refuse(reason: str) -> KbsError:
+            return KbsError("ParsePolicyError", f"Failed to parse policy: {reason}")
+
+        try:
+            doc = loads(body, "SetPolicy Request Json")
+        except KbsProtocolError:
+            raise refuse("Illegal SetPolicy Request Json") from None
+        if not isinstance(doc, dict) or "policy" not in doc:
+            raise refuse("No `policy` field inside SetPolicy Request Json")
+        if not isinstance(doc["policy"], str):
+            raise refuse("`policy` field is not a string in SetPolicy Request Json")
+        try:
+            text = b64url_decode(doc["policy"], "policy").decode("utf-8")
+        except (KbsProtocolError, UnicodeDecodeError) as exc:
+            raise refuse(f"Failed to decode policy: {exc}") from None
+        try:
+            self.policy.set(text)
+        except ResourcePolicyError as exc:
+            raise KbsError("PolicyEngineError", f"Policy engine error: {exc}") from None
+
+    def list_resource_policies(self, admin: AdminRequest) -> list[str]:
+        self._admin(admin, "resource-policy")
+        return [POLICY_ID]
+
+    async def register_reference_value(self, admin: AdminRequest, body: bytes) -> None:
+        self._admin(admin, "reference-value")
+        try:
+            await asyncio.to_thread(self.attestation.register_reference_value, body)
+        except RvpsError as exc:
+            raise KbsError(
+                "RvpsError", f"RVPS configuration failed: Failed to register reference value: {exc}"
+            ) from None
+
+    def query_reference_value(self, admin: AdminRequest, parts: Sequence[str]) -> Any:
+        self._admin(admin, "reference-value")
+        name = "/".join(parts)
+        value = self.attestation.query_reference_value(name)
+        if value is None:
+            raise KbsError(
+                "RvpsError",
+                f"RVPS configuration failed: Failed to get reference_values: "
+                f"No reference value found for the given id: {name[:100]}",
+            )
+        return value
+
+
+def _resource_path(parts: Sequence[str]) -> ResourcePath:
+    try:
+        return ResourcePath.parse(tuple(parts))
+    except InvalidResourcePath as exc:
+        raise errors.plugin_error(str(exc)) from None

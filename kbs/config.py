@@ -1,0 +1,249 @@
+"""The `kbs` configuration file (TOML, upstream's section and key names) and what it builds.
+
+Sections used: `[http_server]` (`sockets`, `insecure_http`, `private_key`, `certificate`,
+`payload_request_size` in MB, `worker_count`), `[attestation_token]` (`trusted_jwk_sets`,
+`trusted_certs_paths`, `extra_teekey_paths`, `insecure_header_jwk`), `[attestation_service]` (`type =
+"coco_as_builtin"` only, `timeout` minutes; `attestation_token_broker`, `rvps_config`,
+`verifier_config`, `work_dir` as the attestation service's own configuration), `[storage_backend]`
+(`storage_type = "Memory" | "LocalFs"`, `backends.local_fs.dir_path`), `[[plugins]]` (`name =
+"resource"`, `type = "kvstorage"` (the storage backend) or `"AwsSecretsManager"` (`region`,
+`endpoint_url`, `secret_prefix`, `kms_key_id`)) and `[admin]` (see `kbs.admin`).
+
+With `LocalFs` everything replicas must share lives under `dir_path`: `repository/` (resources),
+`kbs/resource-policy.rego`, `kbs_protocol_session.sqlite3`, `attestation-service/` (attestation
+policies, reference values) and, unless a signer is configured, `token-signer.pem`, the attestation
+token key created by the first replica to start, so every replica trusts every replica's tokens.
+`Memory` keeps all of it in one process, so it allows one worker only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from kbs.admin import AdminAuth, AdminConfigError
+from kbs.broker import Broker
+from kbs.metrics import KbsMetrics
+from kbs.policy import ResourcePolicy, ResourcePolicyError
+from kbs.sessions import SessionStore, SessionStoreError
+from kbs.store import FileResourceStore, MemoryResourceStore, ResourceStore, StoreError
+from kbs.token import TokenError, TokenSettings, TokenVerifier, own_keys_of
+from verifier.api import VerifierRegistry
+from verifier.server import config as as_config
+from verifier.service import AttestationService
+
+DEFAULT_SOCKET = "127.0.0.1:8080"
+MEMORY, LOCAL_FS = "Memory", "LocalFs"
+SIGNER_FILE = "token-signer.pem"
+
+
+class KbsConfigError(Exception):
+    """The configuration file is unreadable or invalid; the message names the key."""
+
+
+@dataclass
+class HttpServer:
+    sockets: list[str] = field(default_factory=lambda: [DEFAULT_SOCKET])
+    insecure_http: bool = False
+    private_key: Path | None = None
+    certificate: Path | None = None
+    payload_request_size: int = 2  # MB
+    worker_count: int = 1
+
+    @property
+    def max_body(self) -> int:
+        return self.payload_request_size * 1024 * 1024
+
+
+@dataclass
+class KbsConfig:
+    http: HttpServer
+    token: TokenSettings
+    attestation_service: dict[str, Any]
+    session_timeout_min: int
+    storage_type: str
+    storage_dir: Path | None
+    resource_plugin: dict[str, Any]
+    admin: dict[str, Any]
+
+
+def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise KbsConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _get(doc: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    value = doc.get(key, default)
+    if value is default:
+        return value
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise KbsConfigError(f"{where}.{key} must be a {kind.__name__}")
+    return value
+
+
+def _strings(doc: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = _get(doc, key, list, [], where)
+    if not all(isinstance(item, str) for item in value):
+        raise KbsConfigError(f"{where}.{key} must be a list of strings")
+    return tuple(value)
+
+
+def _optional_path(doc: dict[str, Any], key: str, where: str) -> Path | None:
+    value = _get(doc, key, str, None, where)
+    return Path(value) if value else None
+
+
+def parse_config(text: str) -> KbsConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise KbsConfigError(f"configuration is not TOML: {exc}") from None
+    http_doc = _table(doc, "http_server")
+    http = HttpServer(
+        sockets=list(_strings(http_doc, "sockets", "http_server") or [DEFAULT_SOCKET]),
+        insecure_http=_get(http_doc, "insecure_http", bool, False, "http_server"),
+        private_key=_optional_path(http_doc, "private_key", "http_server"),
+        certificate=_optional_path(http_doc, "certificate", "http_server"),
+        payload_request_size=_get(http_doc, "payload_request_size", int, 2, "http_server"),
+        worker_count=_get(http_doc, "worker_count", int, 1, "http_server"),
+    )
+    if http.payload_request_size < 1 or http.worker_count < 1:
+        raise KbsConfigError("http_server.payload_request_size and worker_count must be at least 1")
+    if not http.insecure_http and (http.private_key is None or http.certificate is None):
+        raise KbsConfigError("HTTPS needs http_server.private_key and certificate (or insecure_http = true)")
+    token_doc = _table(doc, "attestation_token")
+    token = TokenSettings(
+        trusted_jwk_sets=_strings(token_doc, "trusted_jwk_sets", "attestation_token"),
+        trusted_certs_paths=_strings(token_doc, "trusted_certs_paths", "attestation_token"),
+        extra_teekey_paths=_strings(token_doc, "extra_teekey_paths", "attestation_token"),
+        insecure_header_jwk=_get(token_doc, "insecure_header_jwk", bool, False, "attestation_token"),
+    )
+    service = _table(doc, "attestation_service")
+    kind = service.get("type", "coco_as_builtin")
+    if kind != "coco_as_builtin":
+        raise KbsConfigError(
+            f"attestation_service.type {str(kind)[:40]!r} is not supported (coco_as_builtin)"
+        )
+    timeout = _get(service, "timeout", int, 5, "attestation_service")
+    storage = _table(doc, "storage_backend")
+    storage_type = _get(storage, "storage_type", str, MEMORY, "storage_backend")
+    local_fs = _table(_table(storage, "backends"), "local_fs")
+    storage_dir = _optional_path(local_fs, "dir_path", "storage_backend.backends.local_fs")
+    if storage_type not in (MEMORY, LOCAL_FS):
+        raise KbsConfigError(f"storage_backend.storage_type must be {MEMORY} or {LOCAL_FS}")
+    if storage_type == LOCAL_FS and storage_dir is None:
+        raise KbsConfigError("storage_backend LocalFs needs backends.local_fs.dir_path")
+    if storage_type == MEMORY and http.worker_count > 1:
+        raise KbsConfigError("worker_count > 1 needs storage_type = LocalFs (workers share sessions there)")
+    plugins = doc.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, dict) for p in plugins):
+        raise KbsConfigError("[[plugins]] must be an array of tables")
+    resource = next((p for p in plugins if p.get("name") == "resource"), {"name": "resource"})
+    return KbsConfig(
+        http=http,
+        token=token,
+        attestation_service=service,
+        session_timeout_min=timeout,
+        storage_type=storage_type,
+        storage_dir=storage_dir if storage_type == LOCAL_FS else None,
+        resource_plugin=resource,
+        admin=_table(doc, "admin"),
+    )
+
+
+def load_config(path: Path) -> KbsConfig:
+    try:
+        return parse_config(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KbsConfigError(f"cannot read configuration {path}: {exc}") from None
+
+
+def _shared_signer(directory: Path) -> Path:
+    """The replicas' common token signing key, created once (exclusively) if absent."""
+    path = directory / SIGNER_FILE
+    if not path.exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path  # another replica made it first
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return path
+
+
+def build_attestation_service(
+    config: KbsConfig, verifiers: VerifierRegistry | None = None
+) -> AttestationService:
+    """The built-in attestation service (`verifiers` replaces the registry built from the config)."""
+    section = dict(config.attestation_service)
+    if config.storage_dir is not None:
+        section.setdefault("work_dir", str(config.storage_dir / "attestation-service"))
+        broker = dict(section.get("attestation_token_broker") or {})
+        if not broker.get("signer"):
+            config.storage_dir.mkdir(parents=True, exist_ok=True)
+            broker["signer"] = {"key_path": str(_shared_signer(config.storage_dir))}
+            section["attestation_token_broker"] = broker
+    try:
+        service = as_config.build_service(as_config.parse_config(json.dumps(section)))
+    except (as_config.ConfigError, TypeError, ValueError) as exc:
+        raise KbsConfigError(f"attestation_service: {exc}") from None
+    if verifiers is not None:
+        service.verifiers = verifiers
+    return service
+
+
+def build_store(config: KbsConfig) -> ResourceStore:
+    plugin = config.resource_plugin
+    kind = plugin.get("type", "kvstorage")
+    if kind == "kvstorage":
+        if config.storage_dir is None:
+            return MemoryResourceStore()
+        return FileResourceStore(config.storage_dir / "repository")
+    if kind == "AwsSecretsManager":
+        import boto3  # the aws extra; only needed for this backend
+
+        from kbs.store.aws import DEFAULT_PREFIX, SecretsManagerStore
+
+        client = boto3.client(
+            "secretsmanager", region_name=plugin.get("region"), endpoint_url=plugin.get("endpoint_url")
+        )
+        return SecretsManagerStore(
+            client, plugin.get("secret_prefix", DEFAULT_PREFIX), plugin.get("kms_key_id")
+        )
+    raise KbsConfigError(f"resource plugin type {str(kind)[:40]!r} is not kvstorage or AwsSecretsManager")
+
+
+def build_broker(config: KbsConfig, verifiers: VerifierRegistry | None = None) -> Broker:
+    """Everything the configuration describes, opened and checked."""
+    try:
+        attestation = build_attestation_service(config, verifiers)
+        directory = config.storage_dir
+        return Broker(
+            attestation=attestation,
+            sessions=SessionStore(
+                directory / "kbs_protocol_session.sqlite3" if directory else None,
+                timeout=config.session_timeout_min * 60,
+            ),
+            tokens=TokenVerifier(config.token, own_keys_of(attestation.jwks())),
+            policy=ResourcePolicy(directory / "kbs" / "resource-policy.rego" if directory else None),
+            store=build_store(config),
+            admin=AdminAuth.from_config(config.admin),
+            metrics=KbsMetrics(),
+        )
+    except (SessionStoreError, TokenError, ResourcePolicyError, StoreError, AdminConfigError) as exc:
+        raise KbsConfigError(str(exc)) from None

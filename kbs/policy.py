@@ -1,0 +1,114 @@
+"""The resource policy (Rego, rule `data.policy.allow`), shared by replicas through a file.
+
+Input is the verified token's claims; data is upstream's `{"plugin", "resource-path", "query"}`. Only
+`true` allows: an undefined rule, any other value or an evaluation error refuses. The policy text
+lives in one file (written atomically) that every evaluation checks for changes, so a policy set on
+one replica holds on all of them. regorus engines may only be used on the thread that made them, so
+compiled engines are kept per thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import regorus
+
+from kbs.fsutil import atomic_write
+
+POLICY_ID = "resource-policy"
+POLICY_RULE = "data.policy.allow"
+MAX_POLICY_BYTES = 1024 * 1024
+_CACHED = 8
+
+
+class ResourcePolicyError(Exception):
+    """The policy does not compile, cannot be stored, or could not be evaluated."""
+
+
+def default_policy() -> str:
+    return resources.files("kbs").joinpath("default_resource_policy.rego").read_text(encoding="utf-8")
+
+
+def _compile(policy: str) -> regorus.Engine:
+    engine = regorus.Engine()
+    try:
+        engine.add_policy("resource-policy.rego", policy)
+    except RuntimeError as exc:
+        message = str(exc).split("\nStack backtrace:", 1)[0].strip()
+        raise ResourcePolicyError(f"policy does not compile: {message}") from None
+    return engine
+
+
+class ResourcePolicy:
+    def __init__(self, path: Path | None = None) -> None:
+        """`path` None keeps the policy in memory; else the file is created with the default policy."""
+        self._path = path
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._text = default_policy()
+        self._stamp: tuple[int, int] | None = None
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.exists():
+                    atomic_write(path, self._text.encode("utf-8"))
+            except OSError as exc:
+                raise ResourcePolicyError(f"cannot create resource policy {path}: {exc.strerror}") from None
+        _compile(self.text())
+
+    def text(self) -> str:
+        """The current policy (re-read when the file changed)."""
+        if self._path is None:
+            return self._text
+        try:
+            stat = self._path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            with self._lock:
+                if stamp != self._stamp:
+                    self._text = self._path.read_text(encoding="utf-8")
+                    self._stamp = stamp
+                return self._text
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ResourcePolicyError(f"cannot read resource policy {self._path}: {exc}") from None
+
+    def set(self, policy: str) -> None:
+        if len(policy.encode("utf-8")) > MAX_POLICY_BYTES:
+            raise ResourcePolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
+        _compile(policy)
+        with self._lock:
+            if self._path is not None:
+                try:
+                    atomic_write(self._path, policy.encode("utf-8"), 0o644)
+                except OSError as exc:
+                    raise ResourcePolicyError(f"cannot write resource policy: {exc.strerror}") from None
+            self._text = policy
+
+    def _engine(self, policy: str) -> regorus.Engine:
+        cache: dict[str, regorus.Engine] | None = getattr(self._local, "engines", None)
+        if cache is None:
+            cache = self._local.engines = {}
+        key = hashlib.sha256(policy.encode("utf-8")).hexdigest()
+        engine = cache.get(key)
+        if engine is None:
+            engine = _compile(policy)
+            if len(cache) >= _CACHED:
+                cache.pop(next(iter(cache)))
+            cache[key] = engine
+        return engine
+
+    def allows(self, claims: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+        engine = self._engine(self.text()).clone()
+        try:
+            engine.add_data_json(json.dumps(data))
+            engine.set_input_json(json.dumps(claims))
+            result = engine.eval_rule(POLICY_RULE)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            message = str(exc).split("\nStack backtrace:", 1)[0].strip()
+            raise ResourcePolicyError(f"evaluating {POLICY_RULE}: {message}") from None
+        return result is True

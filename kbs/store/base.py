@@ -1,0 +1,60 @@
+"""Resource addressing and the store interface every backend implements.
+
+A resource is `<repo>/<type>/<tag>`, each part upstream's pattern `[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*`:
+it cannot start with ".", so "." and ".." (and our hidden temporary files) are never addressable.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+_PART = re.compile(r"[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-.]*", re.ASCII)
+MAX_PART_CHARS = 255
+
+
+class StoreError(Exception):
+    """The backend failed (I/O, service error); the message says what and where."""
+
+
+class ResourceNotFound(StoreError):
+    pass
+
+
+class InvalidResourcePath(ValueError):
+    """Not `<repo>/<type>/<tag>` with upstream's characters."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcePath:
+    repo: str
+    type: str
+    tag: str
+
+    @classmethod
+    def parse(cls, parts: list[str] | tuple[str, ...]) -> ResourcePath:
+        if len(parts) != 3 or not all(
+            len(part) <= MAX_PART_CHARS and _PART.fullmatch(part) for part in parts
+        ):
+            raise InvalidResourcePath("illegal ResourceDesc format.")
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return f"{self.repo}/{self.type}/{self.tag}"
+
+
+class ResourceStore(Protocol):
+    """Blocking calls (backends do file or network I/O); async callers run them in a thread."""
+
+    def get(self, path: ResourcePath) -> bytes:
+        """The resource, or `ResourceNotFound`."""
+        ...
+
+    def put(self, path: ResourcePath, data: bytes) -> None:
+        """Create or replace, atomically."""
+        ...
+
+    def delete(self, path: ResourcePath) -> None:
+        """Remove, or `ResourceNotFound`."""
+        ...

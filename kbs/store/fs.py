@@ -1,0 +1,81 @@
+"""Resources as files `<root>/<repo>/<type>/<tag>` (the classic KBS repository layout).
+
+Writes go through `atomic_write`, so a crash leaves the old or the new resource, never a partial
+one; a leftover temporary file is hidden (its name starts with ".", which no resource name can) and
+removed at the next start once it is old enough not to belong to another replica's write in progress.
+Paths are built only from validated parts, files are opened without following a final symlink, and
+the resolved location must stay under the root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+from kbs.fsutil import TEMP_MARK, atomic_write
+from kbs.store.base import ResourceNotFound, ResourcePath, StoreError
+
+STALE_TEMP_SECONDS = 3600.0
+MAX_RESOURCE_BYTES = 64 * 1024 * 1024
+
+
+class FileResourceStore:
+    def __init__(self, root: Path) -> None:
+        try:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.root = root.resolve(strict=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use resource directory {root}: {exc.strerror}") from None
+        self._remove_stale_temps()
+
+    def _remove_stale_temps(self) -> None:
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for tmp in self.root.glob(f"*/*/.*{TEMP_MARK}*"):
+            try:
+                if tmp.lstat().st_mtime < cutoff:
+                    tmp.unlink()
+            except OSError:
+                continue
+
+    def _file(self, path: ResourcePath) -> Path:
+        file = self.root / path.repo / path.type / path.tag
+        parent = file.parent.resolve()
+        if parent != self.root and self.root not in parent.parents:
+            raise StoreError(f"resource {path} resolves outside the resource directory")
+        return parent / path.tag
+
+    def get(self, path: ResourcePath) -> bytes:
+        file = self._file(path)
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise ResourceNotFound(f"resource {path} not found") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(f"resource {path} is a symbolic link") from None
+            raise StoreError(f"cannot read resource {path}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                data = handle.read(MAX_RESOURCE_BYTES + 1)
+        except OSError as exc:  # e.g. a directory
+            raise StoreError(f"cannot read resource {path}: {exc.strerror}") from None
+        if len(data) > MAX_RESOURCE_BYTES:
+            raise StoreError(f"resource {path} is larger than {MAX_RESOURCE_BYTES} bytes")
+        return data
+
+    def put(self, path: ResourcePath, data: bytes) -> None:
+        try:
+            (self.root / path.repo / path.type).mkdir(parents=True, exist_ok=True, mode=0o700)
+            atomic_write(self._file(path), data)
+        except OSError as exc:
+            raise StoreError(f"cannot write resource {path}: {exc.strerror}") from None
+
+    def delete(self, path: ResourcePath) -> None:
+        try:
+            self._file(path).unlink()
+        except FileNotFoundError:
+            raise ResourceNotFound(f"resource {path} not found") from None
+        except OSError as exc:
+            raise StoreError(f"cannot delete resource {path}: {exc.strerror}") from None
