@@ -10,11 +10,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.verifier import tdx_builder as tdx
 from tests.verifier import vtpm_builder as b
 from verifier.az_snp_vtpm import AzSnpVtpmVerifier
 from verifier.az_snp_vtpm import parse_evidence as parse_snp_evidence
+from verifier.az_tdx_vtpm import AzTdxVtpmVerifier
+from verifier.az_tdx_vtpm import parse_evidence as parse_tdx_evidence
 from verifier.errors import VerificationError
 from verifier.snp import SnpVerifier
+from verifier.tdx import TdxVerifier
 from verifier.vtpm.attest import parse_quote_attest
 from verifier.vtpm.encoding import b64url_bytes, byte_array, first_pem_certificate, hex_bytes
 from verifier.vtpm.evidence import load_document, tpm_quote
@@ -24,6 +28,11 @@ from verifier.vtpm.vardata import check_user_data, parse_var_data
 CASE = b.make_az_snp_case()
 VERIFIER = AzSnpVtpmVerifier(SnpVerifier(anchors=CASE.snp.pki.anchors(), vcek_sources=[]))
 EVIDENCE = {version: json.loads(CASE.evidence(version)) for version in (0, 1, 2)}
+TDX_CASE = b.make_az_tdx_case()
+TDX = TdxVerifier(source=None, root=TDX_CASE.pki.root, clock=lambda: tdx.NOW)
+TDX.add_collateral(tdx.collateral(TDX_CASE.pki))
+TDX_VERIFIER = AzTdxVtpmVerifier(TDX)
+TDX_EVIDENCE = {version: json.loads(TDX_CASE.evidence(version)) for version in (0, 1, 2)}
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(
@@ -123,6 +132,7 @@ def test_tpm_quote_decoder_takes_any_value(value: Any, version: int) -> None:
 def test_envelope_takes_any_document(data: bytes) -> None:
     only_verification_errors(lambda: load_document(data, "evidence"))
     only_verification_errors(lambda: parse_snp_evidence(data))
+    only_verification_errors(lambda: parse_tdx_evidence(data))
 
 
 @FAST
@@ -147,3 +157,20 @@ def test_verifier_takes_any_quote_field(version: int, name: str, value: Any) -> 
 def test_verifier_takes_mutated_hcl_reports(changes: list[tuple[int, int]]) -> None:
     hcl = mutate(CASE.hcl, changes)
     only_verification_errors(lambda: VERIFIER.evaluate(CASE.evidence(hcl=hcl), b.NONCE))
+
+
+@FAST
+@given(st.sampled_from([0, 1, 2]), st.data())
+def test_tdx_verifier_takes_any_field_value(version: int, data: st.DataObject) -> None:
+    doc = dict(TDX_EVIDENCE[version])
+    name = data.draw(st.sampled_from(sorted(doc)))
+    doc[name] = data.draw(json_values)
+    only_verification_errors(lambda: TDX_VERIFIER.evaluate(json.dumps(doc).encode(), b.NONCE, bytes(32)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(edits, st.integers(0, 64))
+def test_tdx_verifier_takes_mutated_and_truncated_td_quotes(changes: list[tuple[int, int]], cut: int) -> None:
+    quote = mutate(TDX_CASE.td_quote, changes)
+    evidence = TDX_CASE.evidence(td_quote=quote[: len(quote) - cut])
+    only_verification_errors(lambda: TDX_VERIFIER.evaluate(evidence, b.NONCE))

@@ -1,8 +1,9 @@
 """Fabricates Azure vTPM evidence for tests that need no cloud: HCL reports, AK keys and TPM quotes.
 
 Written from the TPM 2.0 structures (TPMS_ATTEST, TPML_PCR_SELECTION) and the HCL report layout
-independently of the verifier's parsers. The SNP half reuses `snp_builder`: a test AMD PKI and VCEK
-sign a report whose REPORT_DATA opens with SHA-256 of the HCL variable data, as the paravisor does.
+independently of the verifier's parsers. The hardware halves reuse `snp_builder` and `tdx_builder`:
+a test AMD VCEK signs an SNP report, or a test Intel PKI a TD quote, whose REPORT_DATA opens with
+SHA-256 of the HCL variable data, as the paravisor arranges it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.verifier import snp_builder as snp
+from tests.verifier import tdx_builder as tdx
 
 TPM_GENERATED = 0xFF544347
 ST_ATTEST_QUOTE = 0x8018
@@ -244,4 +246,62 @@ def make_az_snp_case(
         hcl=hcl_report(snp_case.report, var),
         nonce=nonce,
         quote=make_quote(ak, nonce, pcrs),
+    )
+
+
+@dataclass(frozen=True)
+class AzTdxCase:
+    """A valid Azure TDX vTPM attestation: test Intel PKI, TD quote binding `var`, HCL, vTPM quote."""
+
+    pki: tdx.Pki
+    spec: tdx.QuoteSpec
+    ak: rsa.RSAPrivateKey
+    var: bytes
+    hcl: bytes
+    td_quote: bytes
+    nonce: bytes
+    quote: Quote
+
+    def evidence(
+        self,
+        version: int = 2,
+        *,
+        quote: Quote | None = None,
+        hcl: bytes | None = None,
+        td_quote: bytes | None = None,
+    ) -> bytes:
+        return tdx_evidence(
+            quote or self.quote,
+            self.hcl if hcl is None else hcl,
+            self.td_quote if td_quote is None else td_quote,
+            version,
+        )
+
+    def with_var_data(self, var: bytes) -> AzTdxCase:
+        """Other variable data, bound by a new TD quote (a genuine paravisor's view)."""
+        spec = replace(self.spec, report_data=bound_report_data(var))
+        hcl = hcl_report(TD_REPORT, var, report_type=4)
+        return replace(self, spec=spec, var=var, hcl=hcl, td_quote=tdx.make_quote(self.pki, spec))
+
+
+TD_REPORT = bytes([0x81]) * 1024  # the HCL's own TDREPORT: carried along, never trusted
+
+
+def make_az_tdx_case(
+    nonce: bytes = NONCE, *, pki: tdx.Pki | None = None, spec: tdx.QuoteSpec | None = None
+) -> AzTdxCase:
+    """Evidence valid as v0, v1 and v2 against `tdx_verifier(case.pki)`."""
+    ak = ak_key()
+    var = var_data(ak.public_key(), nonce.ljust(64, b"\0"))
+    pki = pki or tdx.make_pki()
+    spec = replace(spec or tdx.QuoteSpec(), report_data=bound_report_data(var))
+    return AzTdxCase(
+        pki=pki,
+        spec=spec,
+        ak=ak,
+        var=var,
+        hcl=hcl_report(TD_REPORT, var, report_type=4),
+        td_quote=tdx.make_quote(pki, spec),
+        nonce=nonce,
+        quote=make_quote(ak, nonce),
     )
