@@ -1,3 +1,3 @@
-image_path  = "/var/cache/peerpods/podvm.tar.gz"
+image_path  = "/var/tmp/podvm.tar.gz"
 project_id  = "example-peerpods"
 bucket_name = "example-peerpods-podvm-images"

@@ -1,1 +1,1 @@
-image_path = "/var/cache/peerpods/podvm.qcow2"
+image_path = "/var/cache/peerpods-image/latest/podvm.qcow2"
