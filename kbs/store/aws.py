@@ -68,7 +68,9 @@ class SecretsManagerStore:
         raise StoreError(f"Secrets Manager: writing {path}: the secret keeps appearing and disappearing")
 
     def delete(self, path: ResourcePath) -> None:
+        """Forced deletion does not report a missing secret, so existence is checked first."""
         try:
+            self._client.describe_secret(SecretId=self._name(path))
             self._client.delete_secret(SecretId=self._name(path), ForceDeleteWithoutRecovery=True)
         except ClientError as exc:
             if _code(exc) == "ResourceNotFoundException":
