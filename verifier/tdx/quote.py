@@ -203,58 +203,56 @@ def parse_quote(data: bytes) -> Quote:
             )
     body_end = offset + body_size
     _need(data, body_end + 4, "report body")
-    body = TdReport(data[offset:body_end])
-    sig_len = _u32(data, body_end)
-    sig_start = body_end + 4
-    sig_end = sig_start + sig_len
+    sig_end = body_end + 4 + _u32(data, body_end)
     _need(data, sig_end, "signature data")
     if any(data[sig_end:]):
         raise EvidenceFormatError(f"{len(data) - sig_end} unexpected bytes after the signature data")
-    parts = _parse_signature_data(data[sig_start:sig_end])
     return Quote(
-        header=header,
-        body_type=body_type,
-        body_size=body_size,
-        body=body,
-        signed_data=data[:body_end],
-        signature=parts[0],
-        attestation_key=parts[1],
-        qe_report=EnclaveReport(parts[2]),
-        qe_report_signature=parts[3],
-        qe_auth_data=parts[4],
-        pck_chain_pem=parts[5],
+        header,
+        body_type,
+        body_size,
+        TdReport(data[offset:body_end]),
+        data[:body_end],
+        *_signature_parts(data, body_end + 4, sig_end),
     )
 
 
-def _parse_signature_data(sig: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
-    _need(sig, 134, "signature data header")
-    cert_type, cert_len = _u16(sig, 128), _u32(sig, 130)
+def _signature_parts(
+    data: bytes, start: int, end: int
+) -> tuple[bytes, bytes, EnclaveReport, bytes, bytes, bytes]:
+    """Signature, attestation key, QE report, its signature, QE auth data and PCK chain of the
+    signature data at data[start:end], cut out in place (the PCK chain is a few KB)."""
+    cert = start + 134  # QE report certification data, after signature, key and its own header
+    _need(data, cert, "signature data header")
+    cert_type, cert_len = _u16(data, start + 128), _u32(data, start + 130)
     if cert_type != CERT_DATA_QE_REPORT:
         raise VerificationError(
             "unsupported_quote",
             f"certification data type {cert_type} is not QE report certification data (6)",
         )
-    if 134 + cert_len != len(sig):
+    if cert + cert_len != end:
         raise EvidenceFormatError(
-            f"certification data length {cert_len} does not fill the signature data ({len(sig) - 134})"
+            f"certification data length {cert_len} does not fill the signature data ({end - cert})"
         )
-    cert = sig[134:]
-    _need(cert, QE_REPORT_SIZE + 66, "QE report certification data")
-    auth_len = _u16(cert, QE_REPORT_SIZE + 64)
-    inner = QE_REPORT_SIZE + 66 + auth_len
-    _need(cert, inner + 6, "QE authentication data")
-    inner_type, inner_len = _u16(cert, inner), _u32(cert, inner + 2)
+    report_end = cert + QE_REPORT_SIZE
+    _need(data, report_end + 66, "QE report certification data")
+    auth_end = report_end + 66 + _u16(data, report_end + 64)
+    _need(data, auth_end + 6, "QE authentication data")
+    inner_type, inner_len = _u16(data, auth_end), _u32(data, auth_end + 2)
     if inner_type != CERT_DATA_PCK_CHAIN:
         raise VerificationError(
             "unsupported_quote", f"QE certification data type {inner_type} is not a PCK chain (5)"
         )
-    if inner + 6 + inner_len != len(cert):
+    if auth_end + 6 + inner_len != end:
         raise EvidenceFormatError("PCK chain length does not match the QE certification data length")
+    chain_end = end
+    while chain_end > auth_end + 6 and data[chain_end - 1] == 0:  # the chain is NUL-terminated
+        chain_end -= 1
     return (
-        sig[0:64],
-        sig[64:128],
-        cert[:QE_REPORT_SIZE],
-        cert[QE_REPORT_SIZE : QE_REPORT_SIZE + 64],
-        cert[QE_REPORT_SIZE + 66 : inner],
-        cert[inner + 6 :].rstrip(b"\x00"),
+        data[start : start + 64],
+        data[start + 64 : start + 128],
+        EnclaveReport(data[cert:report_end]),
+        data[report_end : report_end + 64],
+        data[report_end + 66 : auth_end],
+        data[auth_end + 6 : chain_end],
     )
