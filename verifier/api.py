@@ -34,7 +34,7 @@ class AsyncVerifier(Protocol):
     ) -> Claims: ...
 
 
-def _import(module: str, name: str) -> Any:
+def import_verifier(module: str, name: str) -> Any:
     try:
         loaded = importlib.import_module(module)
     except ImportError as exc:
@@ -47,31 +47,33 @@ def _import(module: str, name: str) -> Any:
 
 
 def _sample(config: VerifierConfig) -> Verifier:
-    verifier: Verifier = _import("verifier.sample", "SampleVerifier")()
+    verifier: Verifier = import_verifier("verifier.sample", "SampleVerifier")()
     return verifier
 
 
 def _snp(config: VerifierConfig) -> Verifier:
-    sources = _import("verifier.snp.verifier", "vcek_sources_from_config")(config.get("snp_verifier"))
-    verifier: Verifier = _import("verifier.snp", "SnpVerifier")(vcek_sources=sources)
+    sources = import_verifier("verifier.snp.verifier", "vcek_sources_from_config")(config.get("snp_verifier"))
+    verifier: Verifier = import_verifier("verifier.snp", "SnpVerifier")(vcek_sources=sources)
     return verifier
 
 
 def _tdx(config: VerifierConfig) -> Verifier:
     dcap = dict(config.get("dcap_verifier") or {})
-    source = _import("verifier.tdx.sources", "source_from_config")(**dcap)
-    verifier: Verifier = _import("verifier.tdx", "TdxVerifier")(source=source)
+    source = import_verifier("verifier.tdx.sources", "source_from_config")(**dcap)
+    verifier: Verifier = import_verifier("verifier.tdx", "TdxVerifier")(source=source)
     return verifier
 
 
-def lazy_class(module: str, name: str) -> Callable[[VerifierConfig], Verifier]:
-    """A factory for a verifier class that takes no arguments, imported on first use."""
+def _az_snp_vtpm(config: VerifierConfig) -> Verifier:
+    """The SNP half is checked by an SNP verifier with the same VCEK sources as the `snp` TEE."""
+    verifier: Verifier = import_verifier("verifier.az_snp_vtpm", "AzSnpVtpmVerifier")(snp=_snp(config))
+    return verifier
 
-    def build(config: VerifierConfig) -> Verifier:
-        verifier: Verifier = _import(module, name)()
-        return verifier
 
-    return build
+def _az_tdx_vtpm(config: VerifierConfig) -> Verifier:
+    """The TD quote is checked by a TDX verifier with the same collateral source as the `tdx` TEE."""
+    verifier: Verifier = import_verifier("verifier.az_tdx_vtpm", "AzTdxVtpmVerifier")(tdx=_tdx(config))
+    return verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,8 @@ TEES: Mapping[str, TeeSpec] = {
     "sample": TeeSpec(_sample),
     "snp": TeeSpec(_snp),
     "tdx": TeeSpec(_tdx),
-    "az-snp-vtpm": TeeSpec(lazy_class("verifier.az_snp_vtpm", "AzSnpVtpmVerifier")),
-    "az-tdx-vtpm": TeeSpec(lazy_class("verifier.az_tdx_vtpm", "AzTdxVtpmVerifier")),
+    "az-snp-vtpm": TeeSpec(_az_snp_vtpm),
+    "az-tdx-vtpm": TeeSpec(_az_tdx_vtpm),
 }
 
 
@@ -175,6 +177,6 @@ __all__ = [
     "VerifierConfig",
     "VerifierRegistry",
     "evaluate",
-    "lazy_class",
+    "import_verifier",
     "supported_tees",
 ]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import KeySet, KeySetSerialization
 
-from verifier.api import TeeSpec, VerifierRegistry, lazy_class
+from verifier.api import TeeSpec, VerifierRegistry, import_verifier
 from verifier.binding import (
     BindingError,
     InitDataDigest,
@@ -187,7 +187,9 @@ def test_unknown_and_unavailable_tees() -> None:
         AttestationService().attest("sev", b"{}", RawRuntimeData(b""))
     assert info.value.reason == "unsupported_tee"
     registry = VerifierRegistry(
-        tees={"future": TeeSpec(lazy_class("verifier.not_written_yet", "FutureVerifier"))}
+        tees={
+            "future": TeeSpec(lambda config: import_verifier("verifier.not_written_yet", "FutureVerifier")())
+        }
     )
     with pytest.raises(VerificationError) as info:
         AttestationService(verifiers=registry).attest("future", b"{}", RawRuntimeData(b""))
