@@ -65,10 +65,14 @@ class StandinAgent:
         return EMPTY
 
     async def destroy_sandbox(self, request: agent_pb2.DestroySandboxRequest, call: Call) -> Message:
+        await self.close()
+        return EMPTY
+
+    async def close(self) -> None:
+        """Kill every container process, as powering off the VM would, and release blocked callers."""
         for container_id in list(self.containers):
             await self._remove(container_id)
         self.shutdown.set()
-        return EMPTY
 
     async def guest_details(self, request: agent_pb2.GuestDetailsRequest, call: Call) -> Message:
         return agent_pb2.GuestDetailsResponse(

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("stand-in agent serving %s: this is not kata-agent", args.socket)
         notify_ready()
         await stop.wait()
-        agent.shutdown.set()
+        await agent.close()
         await server.close()
 
     run(serve)

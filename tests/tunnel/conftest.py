@@ -66,5 +66,5 @@ async def tunnel(tmp_path: Path) -> AsyncIterator[Tunnel]:
     await proxy.close()
     await forwarder.close()
     await forwarder_upstream.close()
-    agent.shutdown.set()
+    await agent.close()
     await agent_server.close()
