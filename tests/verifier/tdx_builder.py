@@ -465,6 +465,7 @@ def collateral(
     with_chains: bool = True,
     with_crls: bool = True,
     revoked_pck: Sequence[int] = (),
+    revoked_by_root: Sequence[int] = (),
     crl_next_update: datetime = NOW + timedelta(days=29),
 ) -> RawCollateral:
     chain = pem(pki.signing, pki.root) if with_chains else None
@@ -475,7 +476,11 @@ def collateral(
         qe_identity_issuer_chain=chain,
         pck_crl=make_crl(pki.ca, pki.ca_key, revoked_pck, next_update=crl_next_update) if with_crls else None,
         pck_crl_issuer_chain=pem(pki.ca, pki.root) if with_crls else None,
-        root_ca_crl=make_crl(pki.root, pki.root_key, next_update=crl_next_update) if with_crls else None,
+        root_ca_crl=(
+            make_crl(pki.root, pki.root_key, revoked_by_root, next_update=crl_next_update)
+            if with_crls
+            else None
+        ),
     )
 
 

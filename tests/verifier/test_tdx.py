@@ -270,9 +270,17 @@ def test_unsupported_headers(pki: b.Pki) -> None:
     assert reason_of(lambda: verifier.verify_quote(quote[:4] + b"\x00" + quote[5:])) == "unsupported_quote"
 
 
-def test_revoked_pck_is_rejected(pki: b.Pki) -> None:
+def test_revoked_certificates_are_rejected(pki: b.Pki) -> None:
+    quote = b.make_quote(pki, spec())
     verifier = make_verifier(pki, raw=b.collateral(pki, revoked_pck=[pki.pck.serial_number]))
-    assert reason_of(lambda: verifier.verify_quote(b.make_quote(pki, spec()))) == "cert_revoked"
+    assert reason_of(lambda: verifier.verify_quote(quote)) == "cert_revoked"
+    ca_revoked = b.collateral(pki, revoked_by_root=[12345, pki.ca.serial_number])
+    assert reason_of(lambda: make_verifier(pki, raw=ca_revoked)) == "cert_revoked"  # as PCK CRL issuer
+    without_pck_crl = dataclasses.replace(ca_revoked, pck_crl=None, pck_crl_issuer_chain=None)
+    verifier = make_verifier(pki, raw=without_pck_crl)
+    assert reason_of(lambda: verifier.verify_quote(quote)) == "cert_revoked"  # as issuer of the PCK
+    revoked_signer = b.collateral(pki, revoked_by_root=[pki.signing.serial_number])
+    assert reason_of(lambda: make_verifier(pki, raw=revoked_signer)) == "cert_revoked"
 
 
 def test_stale_collateral_is_refused_unless_accepted(pki: b.Pki) -> None:

@@ -89,13 +89,15 @@ class CollateralNeeded(VerificationError):
 
 
 def _verify_document(
-    doc: SignedDocument, chain_pem: bytes | None, root: x509.Certificate, what: str
+    doc: SignedDocument, chain_pem: bytes | None, root: x509.Certificate, root_crl: Crl | None, what: str
 ) -> Validity | None:
     """Check a document's signature with its issuer chain; None when no chain came with it."""
     if chain_pem is None:
         return None
     chain = load_pem_certificates(chain_pem, f"{what} issuer chain")
     validity = verify_chain(chain, root, f"{what} issuer chain")
+    if root_crl is not None and chain[0].serial_number in root_crl.revoked:
+        raise VerificationError("cert_revoked", f"the {what} signing certificate is revoked")
     key = chain[0].public_key()
     if TCB_SIGNING_CN_PHRASE not in common_name(chain[0]):
         raise VerificationError("collateral_signature", f"{what} is not signed by a TCB Signing certificate")
@@ -144,12 +146,11 @@ def load_collateral(raw: RawCollateral, root: x509.Certificate, now: datetime) -
     tcb_obj, tcb_doc = split_document(raw.tcb_info, "tcbInfo")
     qe_obj, qe_doc = split_document(raw.qe_identity, "enclaveIdentity")
     tcb_info, qe_identity = parse_tcb_info(tcb_obj), parse_qe_identity(qe_obj)
-    tcb_chain = _verify_document(tcb_doc, raw.tcb_info_issuer_chain, root, "TCB info")
-    qe_chain = _verify_document(qe_doc, raw.qe_identity_issuer_chain, root, "QE identity")
+    root_crl = _load_crl(raw.root_ca_crl, root, "Root CA CRL") if raw.root_ca_crl is not None else None
+    tcb_chain = _verify_document(tcb_doc, raw.tcb_info_issuer_chain, root, root_crl, "TCB info")
+    qe_chain = _verify_document(qe_doc, raw.qe_identity_issuer_chain, root, root_crl, "QE identity")
     validity = _merge(tcb_chain, qe_chain)
-    pck_crl = root_crl = None
-    if raw.root_ca_crl is not None:
-        root_crl = _load_crl(raw.root_ca_crl, root, "Root CA CRL")
+    pck_crl = None
     if raw.pck_crl is not None:
         if raw.pck_crl_issuer_chain is None:
             raise CollateralError("PCK CRL came without its issuer chain")
