@@ -16,6 +16,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from bench.common import local_pod, percentile, summary_ms
 from protocols.agent import AGENT_SERVICE, HEALTH_SERVICE
+from protocols.daemon import keep_freed_memory
 from protocols.proto import agent_pb2, health_pb2
 from protocols.ttrpc.client import Client
 
@@ -103,4 +104,5 @@ if __name__ == "__main__":
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--messages", type=int, default=400, help="1 MiB CopyFile messages")
+    keep_freed_memory()
     uvloop.run(main(parser.parse_args()))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -31,8 +33,27 @@ def notify_ready() -> None:
         sock.sendto(b"READY=1", address)
 
 
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+KEEP_FREED_BYTES = 256 << 20
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed large buffers for reuse instead of returning them to the kernel.
+
+    A relay moves 1 MiB messages all day; with glibc's defaults each one is mmapped or the heap is
+    trimmed and regrown, so every message faults in fresh zeroed pages. That cost more CPU than
+    the copies themselves. Resident memory stays bounded by what is in flight at peak.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
+
+
 def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run `main(stop)` on uvloop when available; SIGTERM and SIGINT set `stop`."""
+    keep_freed_memory()
 
     async def wrapper() -> None:
         stop = asyncio.Event()
