@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -37,6 +38,27 @@ class LocalPod:
     agent_socket: str  # through proxy + TLS + forwarder
     direct_socket: str  # the stand-in agent's own socket inside the local pod VM
     scratch: Path
+    adaptor_pid: int
+
+    def processes(self) -> dict[str, int]:
+        """The pids of every hop, found by the scratch directory in their command lines."""
+        found = {"adaptor (proxy)": self.adaptor_pid, "bench client": os.getpid()}
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                words = cmdline.read_bytes().split(b"\0")
+                if not any(str(self.scratch).encode() in word for word in words):
+                    continue
+                text = b" ".join(words)
+                if b"agent-protocol-forwarder" in text:
+                    found["forwarder"] = int(cmdline.parent.name)
+                elif b"standin-agent" in text:
+                    found["stand-in agent"] = int(cmdline.parent.name)
+        return found
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +83,7 @@ async def local_pod(*adaptor_args: str) -> AsyncIterator[LocalPod]:
         await hypervisor.start_vm(sandbox_id)
         direct = next((scratch / "vms").glob("*/agent.sock"))
         try:
-            yield LocalPod(hypervisor, sandbox_id, agent_socket, str(direct), scratch)
+            yield LocalPod(hypervisor, sandbox_id, agent_socket, str(direct), scratch, adaptor.pid)
         finally:
             await hypervisor.stop_vm(sandbox_id)
     finally:

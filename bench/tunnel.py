@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 
 import uvloop
 from google.protobuf.empty_pb2 import Empty
 
-from bench.common import local_pod, percentile, summary_ms
+from bench.common import cpu_seconds, local_pod, percentile, summary_ms
 from protocols.agent import AGENT_SERVICE, HEALTH_SERVICE
 from protocols.daemon import keep_freed_memory
 from protocols.proto import agent_pb2, health_pb2
@@ -90,8 +91,21 @@ async def main(args: argparse.Namespace) -> None:
         print(f"calls/s, {args.callers} callers through tunnel : {rate:,.0f} (target >= 10,000)")
         direct_rate = await calls_per_second(pod.direct_socket, args.callers, args.seconds)
         print(f"calls/s, {args.callers} callers direct         : {direct_rate:,.0f}")
+        processes = pod.processes()
+        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
         bulk = await bulk_mb_per_second(pod.agent_socket, args.messages, 4)
+        used = {name: cpu_seconds(pid) - before[name] for name, pid in processes.items()}
         print(f"bulk CopyFile 1 MiB through tunnel : {bulk:,.0f} MB/s (target >= 300)")
+        megabytes = args.messages * (1 << 20) / 1e6
+        print(
+            "  CPU per MB moved: "
+            + ", ".join(f"{name} {ms / megabytes * 1e3:.2f} ms" for name, ms in used.items())
+        )
+        total = sum(used.values()) / megabytes
+        print(
+            f"  total {total * 1e3:.2f} ms/MB -> at most {os.cpu_count() or 1} cores / total = "
+            f"{(os.cpu_count() or 1) / total:,.0f} MB/s if this machine were otherwise idle"
+        )
         direct_bulk = await bulk_mb_per_second(pod.direct_socket, args.messages, 4)
         print(f"bulk CopyFile 1 MiB direct         : {direct_bulk:,.0f} MB/s")
 
