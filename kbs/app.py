@@ -50,6 +50,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.request_size.observe(float(request.content_length or 0))
     started = time.perf_counter()
     try:
+        if (request.content_length or 0) > request.app[MAX_BODY_KEY]:  # even where no body is read
+            raise web.HTTPRequestEntityTooLarge(request.app[MAX_BODY_KEY], request.content_length or 0)
         response = await handler(request)
     except KbsError as exc:
         log.info("%s %s: %s", request.method, request.path, exc.detail)
@@ -146,4 +148,9 @@ def make_app(broker: Broker, max_body: int = DEFAULT_MAX_BODY) -> web.Applicatio
     app.router.add_route("*", API_PREFIX + "/{path:.*}", kbs_api)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.on_cleanup.append(_release_policy_engines)
     return app
+
+
+async def _release_policy_engines(app: web.Application) -> None:
+    app[BROKER_KEY].policy.release()

@@ -102,6 +102,11 @@ class ResourcePolicy:
             cache[key] = engine
         return engine
 
+    def release(self) -> None:
+        """Drop this thread's compiled engines (regorus refuses to free them from another thread):
+        call from each evaluating thread before it ends."""
+        self._local.engines = {}
+
     def allows(self, claims: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
         engine = self._engine(self.text()).clone()
         try:
