@@ -18,6 +18,7 @@ token key created by the first replica to start, so every replica trusts every r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tomllib
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from kbs.admin import AdminAuth, AdminConfigError
 from kbs.broker import Broker
+from kbs.fsutil import temp_name
 from kbs.metrics import KbsMetrics
 from kbs.policy import ResourcePolicy, ResourcePolicyError
 from kbs.sessions import SessionStore, SessionStoreError
@@ -168,21 +170,26 @@ def load_config(path: Path) -> KbsConfig:
 
 
 def _shared_signer(directory: Path) -> Path:
-    """The replicas' common token signing key, created once (exclusively) if absent."""
+    """The replicas' common token signing key, created once if absent: written to a temporary file,
+    then hard-linked into place, so no replica ever reads a half-written key."""
     path = directory / SIGNER_FILE
-    if not path.exists():
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path  # another replica made it first
+    if path.exists():
+        return path
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
             handle.flush()
             os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another replica made it first: use theirs
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -195,8 +202,13 @@ def build_attestation_service(
         section.setdefault("work_dir", str(config.storage_dir / "attestation-service"))
         broker = dict(section.get("attestation_token_broker") or {})
         if not broker.get("signer"):
-            config.storage_dir.mkdir(parents=True, exist_ok=True)
-            broker["signer"] = {"key_path": str(_shared_signer(config.storage_dir))}
+            try:
+                config.storage_dir.mkdir(parents=True, exist_ok=True)
+                broker["signer"] = {"key_path": str(_shared_signer(config.storage_dir))}
+            except OSError as exc:
+                raise KbsConfigError(
+                    f"cannot create the token signing key in {config.storage_dir}: {exc}"
+                ) from None
             section["attestation_token_broker"] = broker
     try:
         service = as_config.build_service(as_config.parse_config(json.dumps(section)))

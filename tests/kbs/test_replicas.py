@@ -1,0 +1,109 @@
+"""Two `kbs` processes sharing one LocalFs storage directory, a client alternating between them.
+
+The handshake crosses replicas at every step (auth on one, attest on the other, resource from the
+first), which needs the shared session store, the shared token key and the shared resource policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.kbs.support import (
+    AFFIRMING_POLICY,
+    API,
+    SAMPLE_TRUSTING_POLICY,
+    AdminKey,
+    Guest,
+    b64url,
+    config_text,
+)
+
+KBS = Path(sys.executable).with_name("kbs")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(600):
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                async with http.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not come up")
+
+
+@pytest.fixture
+async def replicas(tmp_path: Path) -> AsyncIterator[tuple[list[str], AdminKey]]:
+    if not KBS.exists():
+        pytest.skip(f"the kbs command is not installed beside {sys.executable} (run scripts/bootstrap)")
+    admin = AdminKey.create(tmp_path)
+    processes, urls = [], []
+    for index in range(2):
+        port = free_port()
+        config = tmp_path / f"kbs-{index}.toml"
+        config.write_text(config_text(tmp_path / "storage", admin.path, sockets=f"127.0.0.1:{port}"))
+        process = subprocess.Popen([str(KBS), "--config-file", str(config)], stderr=subprocess.PIPE)
+        processes.append(process)
+        urls.append(f"http://127.0.0.1:{port}")
+        await wait_healthy(urls[-1], process)  # the first one creates the shared files
+    try:
+        yield urls, admin
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            assert process.wait(30) == 0
+            if process.stderr:
+                process.stderr.close()
+
+
+async def test_two_processes_complete_the_flow_for_an_alternating_client(
+    replicas: tuple[list[str], AdminKey],
+) -> None:
+    (first, second), admin = replicas
+    async with aiohttp.ClientSession() as http:
+
+        async def post(url: str, endpoint: str, **kwargs: object) -> None:
+            async with http.post(f"{url}{API}/{endpoint}", headers=admin.headers(), **kwargs) as r:  # type: ignore[arg-type]
+                assert r.status == 200, await r.text()
+
+        # Attestation policies live in each replica's attestation service: set on both.
+        for url in (first, second):
+            await post(
+                url,
+                "attestation-policy",
+                json={"policy_id": "default_cpu", "policy": b64url(SAMPLE_TRUSTING_POLICY)},
+            )
+        # The resource policy and the resources are shared: set once, through the second replica.
+        await post(second, "resource-policy", json={"policy": b64url(AFFIRMING_POLICY)})
+        await post(second, "resource/default/key/shared", data=b"one secret, two replicas")
+
+    for round_ in range(3):
+        async with Guest(first) as guest:
+            guest.url = (first, second)[round_ % 2]
+            assert (await guest.auth())[0] == 200
+            guest.url = (second, first)[round_ % 2]
+            status, doc = await guest.attest()
+            assert status == 200, doc
+            guest.url = (first, second)[round_ % 2]
+            status, doc = await guest.resource("default/key/shared")
+            assert status == 200, doc
+            assert guest.decrypt_jwcrypto(doc) == b"one secret, two replicas"
