@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import dataclasses
 import json
@@ -20,7 +22,7 @@ from verifier.tdx.pck import parse_sgx_extension
 from verifier.tdx.quote import parse_quote
 from verifier.tdx.sources import crl_der, parse_pcs_client_tool
 from verifier.tdx.store import load_collateral
-from verifier.tdx.verifier import parse_evidence
+from verifier.tdx.verifier import QuoteDecoder, parse_evidence
 
 PKI = b.make_pki()
 QUOTE = b.make_quote(PKI, b.QuoteSpec(version=5, body_type=3))
@@ -170,3 +172,35 @@ def test_mutated_collateral_bundle(changes: list[tuple[int, int]]) -> None:
 def test_random_pcs_client_tool_file(value: Any) -> None:
     data = json.dumps({"collaterals": value}).encode()
     only_verification_errors(lambda: parse_pcs_client_tool(data, b.FMSPC, "platform"))
+
+
+B64_EDIT_CHARS = "A/+=\n -_."
+base64_texts = st.builds(
+    lambda data, edits: _edit(base64.b64encode(data).decode(), edits),
+    st.binary(min_size=700, max_size=1000),
+    st.lists(st.tuples(st.integers(min_value=0), st.sampled_from(B64_EDIT_CHARS), st.booleans()), max_size=3),
+)
+
+
+def _edit(text: str, edits: list[tuple[int, str, bool]]) -> str:
+    for position, char, insert in edits:
+        index = position % (len(text) + 1)
+        text = text[:index] + char + text[index + (0 if insert else 1) :]
+    return text
+
+
+@FAST
+@given(base64_texts)
+def test_memoized_quote_decoding_is_a_strict_one_piece_decode(text: str) -> None:
+    decoder = QuoteDecoder()
+    try:
+        expected: bytes | None = binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
+        expected = None
+    for _ in range(2):  # fresh, then from the memo
+        try:
+            got: bytes | None = decoder(text, "quote")
+        except VerificationError as exc:
+            assert exc.reason == "malformed_evidence"
+            got = None
+        assert got == expected
