@@ -15,7 +15,7 @@ import pytest
 
 from tests.verifier import tdx_builder as b
 from verifier.errors import VerificationError
-from verifier.tdx import OfflineSource, PcsSource, TdxOptions, TdxVerifier
+from verifier.tdx import OfflineSource, PcsSource, TdxVerifier
 from verifier.tdx.sources import crl_der, source_from_config
 
 PKI = b.make_pki()
@@ -225,8 +225,7 @@ def test_source_config_and_crl_encodings() -> None:
         crl_der(b"not a crl")
 
 
-def test_default_verifier_uses_intel_pcs_without_network_when_collateral_is_loaded() -> None:
-    options = TdxOptions(accept_stale_collateral=False)
-    verifier = TdxVerifier(root=PKI.root, options=options, clock=lambda: b.NOW)
+def test_default_source_is_not_asked_while_the_store_has_collateral() -> None:
+    verifier = TdxVerifier(root=PKI.root, clock=lambda: b.NOW)  # source: Intel PCS
     verifier.add_collateral(b.collateral(PKI))
     assert verifier.verify_quote(b.make_quote(PKI, b.QuoteSpec())).tcb.status == "UpToDate"

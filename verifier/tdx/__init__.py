@@ -4,7 +4,7 @@
 bytes for reuse by the Azure TDX vTPM verifier, and `quote_claims` renders their claims.
 """
 
-from verifier.tdx.sources import CollateralSource, OfflineSource, PcsSource
+from verifier.tdx.sources import CollateralSource, OfflineSource, PcsSource, source_from_config
 from verifier.tdx.store import Collateral, CollateralNeeded, CollateralStore, RawCollateral
 from verifier.tdx.verifier import TdxOptions, TdxVerifier, VerifiedQuote, parse_evidence
 
@@ -20,4 +20,5 @@ __all__ = [
     "TdxVerifier",
     "VerifiedQuote",
     "parse_evidence",
+    "source_from_config",
 ]
