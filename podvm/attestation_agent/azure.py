@@ -82,7 +82,7 @@ class HclReport:
         try:
             doc = json.loads(self.var_data)
             return bytes.fromhex(doc["user-data"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise AzureEvidenceError("HCL runtime data has no hex 'user-data'") from None
 
 

@@ -15,6 +15,7 @@ config loader ignores unknown keys.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -29,7 +30,14 @@ AA_KBC_PARAMS_ENV = "AA_KBC_PARAMS"
 CMDLINE_KEY = "agent.aa_kbc_params="
 KBS_KBC = "cc_kbc"
 MAX_CONFIG_BYTES = 1024 * 1024
-LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+# `[log] level` (upstream's tracing levels) -> Python logging levels
+LOG_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +75,7 @@ def parse_aa_config(text: str) -> AaConfig:
         )
     level = (_string(_table(doc, "log"), "level", "log") or "info").lower()
     if level not in LOG_LEVELS:
-        raise ConfigError(f"log.level {level[:20]!r} is not one of {LOG_LEVELS}")
+        raise ConfigError(f"log.level {level[:20]!r} is not one of {', '.join(LOG_LEVELS)}")
     return AaConfig(kbs=kbs, log_level=level)
 
 

@@ -4,6 +4,7 @@ TDX, TEE detection."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import struct
 import uuid
@@ -367,3 +368,11 @@ def test_detection_order_on_fake_trees(tmp_path: Path) -> None:
     found = detect_attester(Platform(tsm_root=root, tsm_entries=tdx, dmi_sys_vendor=tmp_path / "none"))
     assert isinstance(found, TdxAttester)
     assert not any(root.iterdir())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=5000))
+def test_firmware_answers_only_raise_attester_errors(blob: bytes) -> None:
+    for parse in (sev_guest.decode_report_response, quote_fields, report_to_json):
+        with contextlib.suppress(AttesterError):
+            parse(blob)

@@ -5,6 +5,7 @@ Azure confidential VM, so `Tpm2ToolsVtpm` is not exercised by these tests."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import textwrap
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from podvm.attestation_agent.azure import (
     AzSnpVtpmAttester,
@@ -222,3 +225,23 @@ def test_detects_azure_snp_from_the_hcl_report(snp_v2: dict[str, Any], tmp_path:
         tsm_root=tmp_path / "none", dmi_sys_vendor=vendor, tpm_device=tpm, vtpm=FakeVtpm(b"", _quote(snp_v2))
     )
     assert detect_attester(not_cvm).tee == "sample"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1400))
+def test_hcl_parser_only_raises_its_error(raw: bytes) -> None:
+    blob = b"HCLA" + raw
+    try:
+        hcl = parse_hcl_report(blob)
+    except AzureEvidenceError:
+        return
+    with contextlib.suppress(AzureEvidenceError):
+        hcl.user_data()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_quote_nonce_parser_only_raises_its_error(tail: bytes) -> None:
+    for message in (tail, bytes.fromhex("ff5443478018") + tail):
+        with contextlib.suppress(AzureEvidenceError):
+            assert len(TpmQuote(b"", message, ()).nonce()) <= len(message)
