@@ -40,6 +40,7 @@ from protocols.kbs import (
     runtime_data_claims,
     runtime_data_hash_algorithm,
 )
+from verifier.api import AsyncVerifier
 from verifier.binding import InitDataToml, StructuredRuntimeData
 from verifier.ear import EarError
 from verifier.errors import VerificationError
@@ -122,7 +123,7 @@ class Broker:
             raise refuse(f"tee-pubkey cannot receive resources: {exc}") from None
         requests = self._verification_requests(session, attestation, refuse)
         try:
-            token = await self.attestation.evaluate_async(requests, self.policy_ids)
+            token = await self._evaluate(requests)
         except _AS_ERRORS as exc:
             self.metrics.attestation_failures.inc(session.tee)
             raise refuse(f"verify TEE evidence failed: {exc}") from None
@@ -133,6 +134,15 @@ class Broker:
                 raise refuse("session expired during attestation")
             token = current.token  # a concurrent /attest on this session won; keep one token
         return token, session
+
+    async def _evaluate(self, requests: list[VerificationRequest]) -> str:
+        """Verification is CPU work that threads cannot parallelize (the GIL) and only slow down with
+        hand-offs, so it runs inline -- worker processes give the parallelism -- unless a verifier
+        may have to fetch collateral over the network (then the service's async path)."""
+        verifiers = [self.attestation.verifiers.get(request.tee) for request in requests]
+        if any(isinstance(verifier, AsyncVerifier) for verifier in verifiers):
+            return await self.attestation.evaluate_async(requests, self.policy_ids)
+        return self.attestation.evaluate(requests, self.policy_ids)
 
     def _verification_requests(
         self, session: Session, attestation: Attestation, refuse: Any
@@ -175,20 +185,16 @@ class Broker:
     # ---- resources
 
     def _token(self, session_id: str | None, authorization: str | None) -> VerifiedToken:
-        """The verified token of an attested session, else of `Authorization: Bearer`."""
-        token = None
-        if session_id:
-            session = self._sessions(lambda: self.sessions.get(session_id), "Attest")
-            if session is not None:
-                token = session.token
-        if token is None and authorization:
-            scheme, _, value = authorization.partition(" ")
-            if scheme.lower() == "bearer" and value.strip():
-                token = value.strip()
-        if token is None:
-            raise errors.token_not_found()
+        """The token of an attested session, else the verified token of `Authorization: Bearer`."""
         try:
-            return self.tokens.verify(token)
+            if session_id:
+                session = self._sessions(lambda: self.sessions.get(session_id), "Attest")
+                if session is not None and session.token is not None:
+                    return self.tokens.stored(session.token)
+            scheme, _, value = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise errors.token_not_found()
+            return self.tokens.verify(value.strip())
         except TokenError as exc:
             raise errors.token_invalid(str(exc)) from None
 
@@ -214,7 +220,7 @@ class Broker:
             self.metrics.policy_violations.inc()
             raise errors.policy_deny()
         self.metrics.policy_approvals.inc()
-        resource = await self._store(self.store.get, path)
+        resource = await self._store(self.store.get, path, read=True)
         self.metrics.resource_reads.inc(str(path))
         try:
             return encrypt(resource, verified.tee_pubkey).to_json()
@@ -231,9 +237,11 @@ class Broker:
         self._admin(admin, "resource")
         await self._store(self.store.delete, _resource_path(parts))
 
-    @staticmethod
-    async def _store(call: Any, *args: Any) -> Any:
+    async def _store(self, call: Any, *args: Any, read: bool = False) -> Any:
+        """Reads from an inline store run on the loop; writes (fsync) and remote stores in a thread."""
         try:
+            if read and self.store.inline:
+                return call(*args)
             return await asyncio.to_thread(call, *args)
         except ResourceNotFound as exc:
             raise errors.plugin_error(str(exc)) from None

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from kbs.app import MAX_HEADER_FIELD, make_app
 from kbs.config import KbsConfig, KbsConfigError, build_broker, load_config
+from verifier.api import VerifierRegistry
 
 log = logging.getLogger("kbs")
 
@@ -43,9 +44,11 @@ def _host_port(socket: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def serve(config: KbsConfig, *, reuse_port: bool = False) -> None:
-    """Serve until cancelled or SIGTERM/SIGINT."""
-    broker = build_broker(config)
+async def serve(
+    config: KbsConfig, *, reuse_port: bool = False, verifiers: VerifierRegistry | None = None
+) -> None:
+    """Serve until cancelled or SIGTERM/SIGINT (`verifiers`: see `build_broker`)."""
+    broker = build_broker(config, verifiers)
     runner = web.AppRunner(
         make_app(broker, config.http.max_body),
         max_field_size=MAX_HEADER_FIELD,

@@ -35,14 +35,23 @@ def default_policy() -> str:
     return resources.files("kbs").joinpath("default_resource_policy.rego").read_text(encoding="utf-8")
 
 
+def _diagnostic(exc: BaseException) -> str:
+    return str(exc).split("\nStack backtrace:", 1)[0].strip()
+
+
 def _compile(policy: str) -> regorus.Engine:
+    """A compiled engine. On failure the engine is released here, before raising: an exception's
+    traceback keeps its frames alive, and an engine freed later by the garbage collector could be
+    freed on another thread, which regorus refuses (the engine then leaks)."""
     engine = regorus.Engine()
     try:
         engine.add_policy("resource-policy.rego", policy)
     except RuntimeError as exc:
-        message = str(exc).split("\nStack backtrace:", 1)[0].strip()
-        raise ResourcePolicyError(f"policy does not compile: {message}") from None
-    return engine
+        message = _diagnostic(exc)
+    else:
+        return engine
+    del engine
+    raise ResourcePolicyError(f"policy does not compile: {message}")
 
 
 class ResourcePolicy:
@@ -112,8 +121,8 @@ class ResourcePolicy:
         try:
             engine.add_data_json(json.dumps(data))
             engine.set_input_json(json.dumps(claims))
-            result = engine.eval_rule(POLICY_RULE)
+            return engine.eval_rule(POLICY_RULE) is True
         except (RuntimeError, TypeError, ValueError) as exc:
-            message = str(exc).split("\nStack backtrace:", 1)[0].strip()
-            raise ResourcePolicyError(f"evaluating {POLICY_RULE}: {message}") from None
-        return result is True
+            message = _diagnostic(exc)
+        del engine  # as in _compile: not through the traceback to another thread
+        raise ResourcePolicyError(f"evaluating {POLICY_RULE}: {message}")

@@ -163,9 +163,26 @@ class TokenVerifier:
             check_times(jws.claims, self._clock())
         except JwtError as exc:
             raise TokenError(str(exc)) from None
+        return self._verified(jws)
+
+    def stored(self, token: str) -> VerifiedToken:
+        """A token read back from the session store, where this KBS's own attestation service put it.
+
+        Its signature is not checked again: the store lives beside the token signing key (same
+        directory, same access), so whoever could alter a stored token could as well sign a new
+        one -- a second check would cost a signature verification per resource and prove nothing.
+        Expiry and the TEE key are read as for any token."""
+        try:
+            jws = parse(token)
+            check_times(jws.claims, self._clock())
+        except JwtError as exc:
+            raise TokenError(str(exc)) from None
+        return self._verified(jws, check_key_binding=False)
+
+    def _verified(self, jws: Jws, *, check_key_binding: bool = True) -> VerifiedToken:
         return VerifiedToken(
             claims=jws.claims,
-            tee_pubkey=self.tee_pubkey(jws.claims),
+            tee_pubkey=self.tee_pubkey(jws.claims, check_key_binding),
             init_data_claims=json_pointer(jws.claims, INIT_DATA_CLAIMS_PATH),
         )
 
@@ -215,7 +232,7 @@ class TokenVerifier:
                 return
         raise JwtError("x5c chain does not lead to a trusted certificate")
 
-    def tee_pubkey(self, claims: Mapping[str, Any]) -> TeePubKey:
+    def tee_pubkey(self, claims: Mapping[str, Any], check_key_binding: bool = True) -> TeePubKey:
         """The key resources are encrypted to; from an EAR it must be the one the hardware bound."""
         for path in self._paths:
             value = json_pointer(claims, path)
@@ -224,7 +241,7 @@ class TokenVerifier:
                     key = parse_tee_pubkey(value)
                 except KbsProtocolError as exc:
                     raise TokenError(f"Failed to parse Tee public key: {exc}") from None
-                if path == EAR_TEE_KEY_PATH:
+                if path == EAR_TEE_KEY_PATH and check_key_binding:
                     check_binding(json_pointer(claims, ANNOTATED_EVIDENCE_PATH))
                 return key
         raise TokenError("Tee public key not found in Attestation Token")

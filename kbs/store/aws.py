@@ -22,6 +22,8 @@ def _code(exc: ClientError) -> str:
 
 
 class SecretsManagerStore:
+    inline = False
+
     def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, kms_key_id: str | None = None) -> None:
         """`client`: a boto3 `secretsmanager` client (region, endpoint and credentials are its own)."""
         self._client = client

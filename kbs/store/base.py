@@ -45,7 +45,10 @@ class ResourcePath:
 
 
 class ResourceStore(Protocol):
-    """Blocking calls (backends do file or network I/O); async callers run them in a thread."""
+    """Blocking calls. `inline` says reads are quick local operations (a small file, memory) that an
+    event loop may run directly; otherwise (network services) async callers use a thread."""
+
+    inline: bool
 
     def get(self, path: ResourcePath) -> bytes:
         """The resource, or `ResourceNotFound`."""

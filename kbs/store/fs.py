@@ -22,6 +22,8 @@ MAX_RESOURCE_BYTES = 64 * 1024 * 1024
 
 
 class FileResourceStore:
+    inline = True
+
     def __init__(self, root: Path) -> None:
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)

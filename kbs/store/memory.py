@@ -8,6 +8,8 @@ from kbs.store.base import ResourceNotFound, ResourcePath
 
 
 class MemoryResourceStore:
+    inline = True
+
     def __init__(self) -> None:
         self._items: dict[ResourcePath, bytes] = {}
         self._lock = threading.Lock()
