@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from verifier.errors import VerificationError
-from verifier.snp.lru import LruCache
+from verifier.lru import LruCache
 from verifier.snp.report import Generation, TcbVersion
 
 log = logging.getLogger(__name__)

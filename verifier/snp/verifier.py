@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from verifier.base import Claims
 from verifier.errors import VerificationError
+from verifier.lru import LruCache
 from verifier.snp.anchors import TrustAnchors, pinned_anchors
 from verifier.snp.chain import EndorsementKey, KeyKind, verify_endorsement_key
 from verifier.snp.evidence import parse_evidence
 from verifier.snp.kds import KdsFetcher
-from verifier.snp.lru import LruCache
 from verifier.snp.report import (
     FIRST_VERSION_WITH_CPUID,
     SIG_ALGO_ECDSA_P384_SHA384,

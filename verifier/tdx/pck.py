@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from verifier.errors import EvidenceFormatError, VerificationError
-from verifier.snp.lru import LruCache
+from verifier.lru import LruCache
 from verifier.tdx.x509chain import Validity, verify_chain
 from verifier.x509util import (
     common_name,

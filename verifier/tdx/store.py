@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from verifier.errors import VerificationError
-from verifier.snp.lru import LruCache
+from verifier.lru import LruCache
 from verifier.tdx.collateral import (
     CollateralError,
     QeIdentity,

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from verifier.base import Claims
 from verifier.errors import EvidenceFormatError, VerificationError
-from verifier.snp.lru import LruCache
+from verifier.lru import LruCache
 from verifier.tdx import claims as tdx_claims
 from verifier.tdx import eventlog
 from verifier.tdx.ecdsa import p256_key, verify_p256
