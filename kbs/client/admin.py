@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from kbs.client.errors import AdminKeyError, KbsResponseError
-from kbs.client.http import DEFAULT_TIMEOUT, KbsHttp, raise_for_status
-from kbs.client.resource_uri import parse_resource_path
 from protocols.kbs import KbsProtocolError, b64url_encode, dumps, loads
+from protocols.kbs_client.errors import AdminKeyError, KbsResponseError
+from protocols.kbs_client.http import DEFAULT_TIMEOUT, KbsHttp, raise_for_status
+from protocols.kbs_client.resource_uri import parse_resource_path
 
 ADMIN_TOKEN_LIFETIME = 2 * 3600
 DEFAULT_ADMIN_ROLE = "admin"

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from kbs.client.admin import DEFAULT_ADMIN_ROLE, AdminClient, mint_admin_token
-from kbs.client.errors import KbsClientError
-from kbs.client.rcar import EvidenceProvider, KbsClient
-from kbs.client.teekey import TeeKeyPair
+from protocols.kbs_client.errors import KbsClientError
+from protocols.kbs_client.rcar import EvidenceProvider, KbsClient
+from protocols.kbs_client.teekey import TeeKeyPair
 
 PROG = "kbs-client"
 DEFAULT_URL = "http://127.0.0.1:8080"

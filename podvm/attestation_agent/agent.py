@@ -11,13 +11,13 @@ import asyncio
 import json
 from typing import Any
 
-from kbs.client.errors import EvidenceError
-from kbs.client.rcar import KbsClient
-from kbs.client.teekey import TeeKeyPair
 from podvm.attestation_agent.attester import Attester
 from podvm.attestation_agent.config import AaConfig
 from podvm.attestation_agent.errors import AttestationAgentError, ConfigError
 from podvm.attestation_agent.initdata import BoundInitData
+from protocols.kbs_client.errors import EvidenceError
+from protocols.kbs_client.rcar import KbsClient
+from protocols.kbs_client.teekey import TeeKeyPair
 
 TOKEN_TYPE_KBS = "kbs"  # noqa: S105 - a token type name, not a secret
 

@@ -21,10 +21,10 @@ from importlib import metadata
 
 from aiohttp import web
 
-from kbs.client.errors import KbsClientError
 from podvm.attestation_agent.agent import AttestationAgent
 from podvm.attestation_agent.errors import AttestationAgentError
 from protocols.kbs import KbsProtocolError, b64url_decode
+from protocols.kbs_client.errors import KbsClientError
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kbs.client.teekey import DEFAULT_ALGORITHM, TEE_KEY_ALGORITHMS
 from podvm.attestation_agent.errors import ConfigError
+from protocols.kbs_client.teekey import DEFAULT_ALGORITHM, TEE_KEY_ALGORITHMS
 
 AA_KBC_PARAMS_ENV = "AA_KBC_PARAMS"
 CMDLINE_KEY = "agent.aa_kbc_params="

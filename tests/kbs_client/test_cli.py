@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from kbs.client.cli import CliError, build_parser, builtin_policy, sample_reference_value
-from kbs.client.teekey import TeeKeyPair
+from protocols.kbs_client.teekey import TeeKeyPair
 from tests.kbs.support import AFFIRMING_POLICY, SAMPLE_TRUSTING_POLICY, RunningKbs, start_kbs
 
 SECRET = b"cli secret \x00"

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from kbs.client.admin import AdminClient
-from kbs.client.errors import JweError, KbsUnauthorized, RcarHandshakeError
-from kbs.client.rcar import KbsClient
-from kbs.client.teekey import ALGORITHM_EC_P256, ALGORITHM_EC_P521, ALGORITHM_RSA, TeeKeyPair
 from kbs.sessions import SessionStore
 from kbs.token import json_pointer as _pointer
 from podvm.attestation_agent.agent import AttesterEvidence
 from podvm.attestation_agent.attester import SampleAttester
+from protocols.kbs_client.errors import JweError, KbsUnauthorized, RcarHandshakeError
+from protocols.kbs_client.rcar import KbsClient
+from protocols.kbs_client.teekey import ALGORITHM_EC_P256, ALGORITHM_EC_P521, ALGORITHM_RSA, TeeKeyPair
 from tests.kbs.support import AFFIRMING_POLICY, SAMPLE_TRUSTING_POLICY, RunningKbs, start_kbs
 
 SECRET = b"shhhhhhh \x00\xff"

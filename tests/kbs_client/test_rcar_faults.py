@@ -14,7 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from kbs.client.errors import (
+from podvm.attestation_agent.agent import AttesterEvidence
+from podvm.attestation_agent.attester import SampleAttester
+from protocols import kbs
+from protocols.kbs_client.errors import (
     JweError,
     KbsClientError,
     KbsConnectionError,
@@ -24,12 +27,9 @@ from kbs.client.errors import (
     RcarHandshakeError,
     ResourceNotFound,
 )
-from kbs.client.http import MAX_RESPONSE_BYTES
-from kbs.client.rcar import KbsClient
-from kbs.client.teekey import TeeKeyPair
-from podvm.attestation_agent.agent import AttesterEvidence
-from podvm.attestation_agent.attester import SampleAttester
-from protocols import kbs
+from protocols.kbs_client.http import MAX_RESPONSE_BYTES
+from protocols.kbs_client.rcar import KbsClient
+from protocols.kbs_client.teekey import TeeKeyPair
 from tests.kbs_client.jose import encrypt_for
 
 NONCE = base64.b64encode(bytes(range(32))).decode()

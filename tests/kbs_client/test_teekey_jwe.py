@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbs.client.errors import JweError, TeeKeyError
-from kbs.client.teekey import ALGORITHM_EC_P256, ALGORITHM_EC_P521, ALGORITHM_RSA, TeeKeyPair
 from protocols.kbs import b64url_decode, b64url_encode, parse_tee_pubkey
+from protocols.kbs_client.errors import JweError, TeeKeyError
+from protocols.kbs_client.teekey import ALGORITHM_EC_P256, ALGORITHM_EC_P521, ALGORITHM_RSA, TeeKeyPair
 from tests.kbs_client.jose import encrypt_for
 
 ALGORITHMS = (ALGORITHM_EC_P256, ALGORITHM_EC_P521, ALGORITHM_RSA)

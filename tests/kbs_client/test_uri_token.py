@@ -16,10 +16,10 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
 from kbs.client.admin import mint_admin_token
-from kbs.client.errors import AdminKeyError, ResourcePathError, TokenFormatError
-from kbs.client.resource_uri import ResourceUri, parse_resource_path, parse_resource_uri
-from kbs.client.token import Token
 from protocols.kbs import b64url_encode
+from protocols.kbs_client.errors import AdminKeyError, ResourcePathError, TokenFormatError
+from protocols.kbs_client.resource_uri import ResourceUri, parse_resource_path, parse_resource_uri
+from protocols.kbs_client.token import Token
 
 SEGMENT = st.from_regex(r"[A-Za-z0-9_\-]{1,8}[A-Za-z0-9_\-.]{0,8}", fullmatch=True)
 

@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from kbs.client.rcar import KbsClient
-from kbs.client.teekey import TeeKeyPair
 from podvm.attestation_agent.agent import AttestationAgent
 from podvm.attestation_agent.api import build_app, is_loopback_peer
 from podvm.attestation_agent.attester import SampleAttester
 from podvm.attestation_agent.config import AaConfig, KbsConfig
+from protocols.kbs_client.rcar import KbsClient
+from protocols.kbs_client.teekey import TeeKeyPair
 from tests.kbs.support import (
     AFFIRMING_POLICY,
     SAMPLE_TRUSTING_POLICY,

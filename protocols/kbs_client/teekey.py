@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
-from kbs.client.errors import JweError, TeeKeyError
-from kbs.client.jwe import decrypt_response, ecdh_es_kek, ephemeral_public_key
 from protocols.kbs import TeePubKey, tee_pubkey_of
+from protocols.kbs_client.errors import JweError, TeeKeyError
+from protocols.kbs_client.jwe import decrypt_response, ecdh_es_kek, ephemeral_public_key
 
 ALGORITHM_EC_P256 = "ECDH-ES+A256KW-P256"
 ALGORITHM_EC_P521 = "ECDH-ES+A256KW-P521"

@@ -21,11 +21,6 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from kbs.client.errors import KbsClientError, KbsResponseError, RcarHandshakeError
-from kbs.client.http import DEFAULT_TIMEOUT, HttpResponse, KbsHttp, raise_for_status
-from kbs.client.resource_uri import ResourceUri, parse_resource_path, parse_resource_uri
-from kbs.client.teekey import TeeKeyPair
-from kbs.client.token import Token
 from protocols.kbs import (
     HASH_ALGORITHMS,
     SESSION_COOKIE,
@@ -41,6 +36,11 @@ from protocols.kbs import (
     runtime_data_claims,
     runtime_data_digest,
 )
+from protocols.kbs_client.errors import KbsClientError, KbsResponseError, RcarHandshakeError
+from protocols.kbs_client.http import DEFAULT_TIMEOUT, HttpResponse, KbsHttp, raise_for_status
+from protocols.kbs_client.resource_uri import ResourceUri, parse_resource_path, parse_resource_uri
+from protocols.kbs_client.teekey import TeeKeyPair
+from protocols.kbs_client.token import Token
 
 log = logging.getLogger(__name__)
 

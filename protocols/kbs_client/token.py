@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kbs.client.errors import TokenFormatError
 from protocols.kbs import KbsProtocolError, b64url_decode, loads
+from protocols.kbs_client.errors import TokenFormatError
 
 MAX_TOKEN_LENGTH = 1024 * 1024
 

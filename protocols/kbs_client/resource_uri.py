@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kbs.client.errors import ResourcePathError
+from protocols.kbs_client.errors import ResourcePathError
 
 SCHEME = "kbs"
 DEFAULT_PLUGIN = "resource"

@@ -11,14 +11,14 @@ from http.cookies import CookieError, SimpleCookie
 
 import aiohttp
 
-from kbs.client.errors import (
+from protocols.kbs import API_PREFIX, KbsProtocolError, parse_error
+from protocols.kbs_client.errors import (
     KbsConnectionError,
     KbsHttpError,
     KbsResponseError,
     KbsUnauthorized,
     ResourceNotFound,
 )
-from protocols.kbs import API_PREFIX, KbsProtocolError, parse_error
 
 DEFAULT_TIMEOUT = 60.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 
-from kbs.client.errors import JweError
 from protocols.kbs import (
     ALG_ECDH_ES_A256KW,
     EcPublicJwk,
@@ -28,6 +27,7 @@ from protocols.kbs import (
     b64url_decode,
     parse_jwe_response,
 )
+from protocols.kbs_client.errors import JweError
 
 CONTENT_ENCRYPTION = "A256GCM"
 MAX_JWE_BYTES = 64 * 1024 * 1024

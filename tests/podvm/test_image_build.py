@@ -1,0 +1,225 @@
+"""The pod VM image build's pure parts, and the disk assembly on real tools (no root, no loop device)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from podvm.image import boot, disk, inputs, pyenv
+from podvm.image.config import FALLBACK_MIRROR, host_mirror, mirror_from_sources
+from podvm.image.errors import ImageBuildError
+from podvm.image.runner import Runner, build_env
+
+DEB822 = """Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def test_mirror_from_deb822_sources():
+    assert mirror_from_sources([DEB822]) == "http://deb.debian.org/debian"
+
+
+def test_mirror_from_one_line_sources_skips_other_suites():
+    text = (
+        "deb http://security.example/debian-security bookworm-security main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm main\n"
+    )
+    assert mirror_from_sources(["deb https://packages.example/apt cloud-sdk main\n", text]) == (
+        "http://mirror.example/debian"
+    )
+
+
+def test_no_mirror_for_the_suite():
+    assert mirror_from_sources(["deb http://m.example/debian trixie main\n"]) is None
+
+
+def test_host_mirror_falls_back(tmp_path):
+    assert host_mirror(tmp_path) == FALLBACK_MIRROR
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
+    (tmp_path / "sources.list.d" / "ignored.txt").write_text("deb http://x.example/debian bookworm main\n")
+    assert host_mirror(tmp_path) == "http://deb.debian.org/debian"
+
+
+PYPROJECT = """
+[project]
+name = "peerpods"
+dependencies = ["protobuf>=6", "aiohttp>=3.10"]
+[project.optional-dependencies]
+aws = ["boto3>=1.35"]
+attestation = ["jwcrypto>=1.5", "aiohttp>=3.10"]
+test = ["peerpods[aws, attestation]", "pytest>=8"]
+"""
+
+
+def test_runtime_requirements_expand_extras_and_self_references():
+    assert pyenv.runtime_requirements(PYPROJECT) == ["protobuf>=6", "aiohttp>=3.10"]
+    assert pyenv.runtime_requirements(PYPROJECT, ["test"]) == [
+        "protobuf>=6",
+        "aiohttp>=3.10",
+        "pytest>=8",
+        "boto3>=1.35",
+        "jwcrypto>=1.5",
+    ]
+
+
+def test_unknown_extra_is_an_error():
+    with pytest.raises(ImageBuildError, match="no optional dependency group 'gpu'"):
+        pyenv.runtime_requirements(PYPROJECT, ["gpu"])
+
+
+def test_wheel_versions_from_file_names(tmp_path):
+    for name in ("typing_extensions-4.16.0-py3-none-any.whl", "PyYAML-6.0.4-cp311-cp311-manylinux.whl"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "requirements.txt").write_text("")
+    assert pyenv.wheel_versions(tmp_path) == {"typing-extensions": "4.16.0", "pyyaml": "6.0.4"}
+
+
+def test_layout_is_mib_aligned_with_room_for_the_backup_gpt():
+    layout = disk.plan_layout(disk.ESP_SIZE, 700 * disk.MIB + 5)
+    assert layout.esp_start == disk.MIB
+    assert layout.root_start == disk.MIB + disk.ESP_SIZE
+    assert layout.root_size == 701 * disk.MIB
+    assert layout.total == layout.root_start + layout.root_size + disk.MIB
+
+
+def test_root_fs_size_leaves_headroom():
+    assert disk.root_fs_size(1000 * disk.MIB) >= 1000 * disk.MIB + disk.ROOT_HEADROOM
+    assert disk.root_fs_size(1) % disk.MIB == 0
+
+
+def _pe(image_base: int, size_of_image: int, magic: int = 0x20B) -> bytes:
+    data = bytearray(0x200)
+    struct.pack_into("<I", data, 0x3C, 0x80)
+    data[0x80:0x84] = b"PE\0\0"
+    struct.pack_into("<H", data, 0x80 + 24, magic)
+    struct.pack_into("<Q", data, 0x80 + 24 + 24, image_base)
+    struct.pack_into("<I", data, 0x80 + 24 + 56, size_of_image)
+    return bytes(data)
+
+
+def test_pe_image_end_and_section_addresses(tmp_path):
+    assert boot.pe_image_end(_pe(0x1000_0000, 0x19300)) == 0x1001_9300
+    sections = [boot.Section(".osrel", tmp_path, 10), boot.Section(".linux", tmp_path, 0x1001)]
+    placed = boot.section_addresses(0x19300, sections)
+    assert [address for _, address in placed] == [0x1A000, 0x1B000]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_pe(0, 0x1000, magic=0x10B), "not PE32\\+"),
+        (_pe(0, 0x1000)[:0x90], "truncated"),
+        (b"MZ" + bytes(0x100), "not a PE file"),
+    ],
+)
+def test_bad_stub_is_rejected(data, message):
+    with pytest.raises(ImageBuildError, match=message):
+        boot.pe_image_end(data)
+
+
+def test_real_stub_leaves_room_for_sections():
+    stub = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+    if not stub.exists():
+        pytest.skip("systemd-boot-efi is not installed")
+    assert 0 < boot.pe_image_end(stub.read_bytes()) < 0x1000000
+
+
+def test_cmdline_names_the_root_partition_and_the_serial_console():
+    line = boot.kernel_cmdline(disk.ROOT_PARTUUID)
+    assert line.startswith(f"root=PARTUUID={disk.ROOT_PARTUUID} ")
+    assert "console=ttyS0,115200" in line.split()
+
+
+def test_listing_digest_follows_content_and_exec_bit_not_mtime(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    script = tmp_path / "pkg" / "a.py"
+    script.write_text("x = 1\n")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
+    files = inputs.tree_files(tmp_path, "pkg")
+    assert files == ["pkg/a.py"]
+    first = inputs.listing_digest(tmp_path, files)
+    os.utime(script, (1, 1))
+    assert inputs.listing_digest(tmp_path, files) == first
+    script.chmod(0o755)
+    assert inputs.listing_digest(tmp_path, files) != first
+    script.chmod(0o644)
+    script.write_text("x = 2\n")
+    assert inputs.listing_digest(tmp_path, files) != first
+
+
+def test_project_files_are_the_wheel_sources():
+    root = Path(__file__).resolve().parents[2]
+    files = inputs.project_files(root)
+    assert "pyproject.toml" in files
+    assert "podvm/image/build.py" in files
+    assert not any("__pycache__" in f or f.startswith("tests/") for f in files)
+
+
+_TOOLS = ("sfdisk", "mkfs.ext4", "mkfs.fat", "mmd", "mcopy", "mdir")
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in _TOOLS), reason="needs fdisk, e2fsprogs, dosfstools, mtools"
+)
+def test_disk_is_assembled_from_files(tmp_path):
+    """A real GPT disk with a FAT ESP and an ext4 root, made with no loop device, then read back."""
+    runner = Runner(tmp_path / "build.log", build_env(1735689600), quiet=True)
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("peerpod\n")
+    efi = tmp_path / "BOOTX64.EFI"
+    efi.write_bytes(b"MZ not really an EFI binary")
+    layout = disk.plan_layout(33 * disk.MIB, 8 * disk.MIB)
+    disk.make_root_fs(runner, tree, tmp_path / "root.ext4", layout.root_size)
+    disk.make_esp(runner, tmp_path / "esp.vfat", layout.esp_size, {"EFI/BOOT/BOOTX64.EFI": efi})
+    image = tmp_path / "disk.raw"
+    disk.assemble(runner, image, layout, tmp_path / "esp.vfat", tmp_path / "root.ext4")
+
+    assert image.stat().st_size == layout.total
+    dump = subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, check=True).stdout
+    table = json.loads(dump)["partitiontable"]
+    assert table["label"] == "gpt"
+    assert table["id"] == disk.DISK_GUID
+    esp, root = table["partitions"]
+    assert (esp["start"] * 512, esp["size"] * 512, esp["type"]) == (
+        layout.esp_start,
+        layout.esp_size,
+        disk.ESP_TYPE,
+    )
+    assert (root["start"] * 512, root["uuid"].lower()) == (layout.root_start, disk.ROOT_PARTUUID)
+    listing = subprocess.run(
+        ["mdir", "-b", "-i", f"{image}@@{layout.esp_start}", "::/EFI/BOOT"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "BOOTX64.EFI" in listing
+    with image.open("rb") as f:
+        f.seek(layout.root_start + 1024 + 0x38)
+        assert f.read(2) == b"\x53\xef"  # the ext4 superblock magic, at the root partition's start
+
+
+def test_failing_tool_reports_its_log(tmp_path):
+    runner = Runner(tmp_path / "build.log", build_env(0), quiet=True)
+    with pytest.raises(ImageBuildError, match="exit status 3"):
+        runner.run(["sh", "-c", "echo the reason >&2; exit 3"])
+    with pytest.raises(ImageBuildError, match="cannot run"):
+        runner.run(["/nonexistent/tool"])
+    assert "the reason" in runner.tail()
