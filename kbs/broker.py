@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -139,8 +140,8 @@ class Broker:
         """Verification is CPU work that threads cannot parallelize (the GIL) and only slow down with
         hand-offs, so it runs inline -- worker processes give the parallelism -- unless a verifier
         may have to fetch collateral over the network (then the service's async path)."""
-        verifiers = [self.attestation.verifiers.get(request.tee) for request in requests]
-        if any(isinstance(verifier, AsyncVerifier) for verifier in verifiers):
+        kinds = {type(self.attestation.verifiers.get(request.tee)) for request in requests}
+        if any(_fetches_collateral(kind) for kind in kinds):
             return await self.attestation.evaluate_async(requests, self.policy_ids)
         return self.attestation.evaluate(requests, self.policy_ids)
 
@@ -326,6 +327,12 @@ class Broker:
                 f"No reference value found for the given id: {name[:100]}",
             )
         return value
+
+
+@functools.cache
+def _fetches_collateral(kind: type) -> bool:
+    """Whether a verifier class has the async path (a runtime Protocol check is slow: once per class)."""
+    return issubclass(kind, AsyncVerifier)
 
 
 def _resource_path(parts: Sequence[str]) -> ResourcePath:
