@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS kbs_protocol_session (
     nonce TEXT NOT NULL,
     expires REAL NOT NULL,
     token TEXT
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS kbs_protocol_session_expires ON kbs_protocol_session (expires);
 """
 

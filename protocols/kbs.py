@@ -70,6 +70,7 @@ _CURVES: dict[str, type[ec.EllipticCurve]] = {
     "P-384": ec.SECP384R1,
     "P-521": ec.SECP521R1,
 }
+_JWK_CURVE_NAMES = {curve().name: name for name, curve in _CURVES.items()}  # "secp256r1" -> "P-256"
 MIN_RSA_BITS = 2048
 
 # Upstream `kbs::Error` variants (the last part of `ErrorInformation.type`).
@@ -260,7 +261,7 @@ def tee_pubkey_of(key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, alg: str | 
         n = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
         e = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
         return RsaPublicJwk(alg=alg or ALG_RSA_OAEP_256, n=b64url_encode(n), e=b64url_encode(e))
-    crv = {curve().name: name for name, curve in _CURVES.items()}.get(key.curve.name)
+    crv = _JWK_CURVE_NAMES.get(key.curve.name)
     if crv is None:
         raise KbsProtocolError(f"curve {key.curve.name} is not one of {', '.join(EC_CURVES)}")
     point = key.public_numbers()

@@ -3,8 +3,8 @@
 Writes go through `atomic_write`, so a crash leaves the old or the new resource, never a partial
 one; a leftover temporary file is hidden (its name starts with ".", which no resource name can) and
 removed at the next start once it is old enough not to belong to another replica's write in progress.
-Paths are built only from validated parts, files are opened without following a final symlink, and
-the resolved location must stay under the root.
+Paths are built only from validated parts; reads open each component below the root without
+following symlinks, writes and deletions check that the resolved location stays under the root.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from kbs.fsutil import TEMP_MARK, atomic_write
 from kbs.store.base import ResourceNotFound, ResourcePath, StoreError
 
 STALE_TEMP_SECONDS = 3600.0
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 MAX_RESOURCE_BYTES = 64 * 1024 * 1024
 
 
@@ -49,23 +50,28 @@ class FileResourceStore:
         return parent / path.tag
 
     def get(self, path: ResourcePath) -> bytes:
-        file = self._file(path)
+        """Opened one component at a time below the root, none of them followed if a symlink: the
+        file read is inside the root whatever the tree holds (and no path resolution per read)."""
+        fds: list[int] = []
         try:
-            fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
+            fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY))
+            for directory in (path.repo, path.type):
+                fds.append(os.open(directory, _DIRECTORY_FLAGS, dir_fd=fds[-1]))
+            fds.append(os.open(path.tag, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fds[-1]))
+            size = os.fstat(fds[-1]).st_size
+            if size > MAX_RESOURCE_BYTES:
+                raise StoreError(f"resource {path} is larger than {MAX_RESOURCE_BYTES} bytes")
+            # Resources are replaced by rename, never grown in place: the size read is final.
+            return _read(fds[-1], size)
         except FileNotFoundError:
             raise ResourceNotFound(f"resource {path} not found") from None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise StoreError(f"resource {path} is a symbolic link") from None
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise StoreError(f"resource {path}: a symbolic link or a file in the way") from None
             raise StoreError(f"cannot read resource {path}: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "rb") as handle:
-                data = handle.read(MAX_RESOURCE_BYTES + 1)
-        except OSError as exc:  # e.g. a directory
-            raise StoreError(f"cannot read resource {path}: {exc.strerror}") from None
-        if len(data) > MAX_RESOURCE_BYTES:
-            raise StoreError(f"resource {path} is larger than {MAX_RESOURCE_BYTES} bytes")
-        return data
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def put(self, path: ResourcePath, data: bytes) -> None:
         try:
@@ -81,3 +87,14 @@ class FileResourceStore:
             raise ResourceNotFound(f"resource {path} not found") from None
         except OSError as exc:
             raise StoreError(f"cannot delete resource {path}: {exc.strerror}") from None
+
+
+def _read(fd: int, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining > 0:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

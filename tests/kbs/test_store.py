@@ -85,8 +85,13 @@ def test_symlinks_are_not_followed(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="symbolic link"):
         store.get(PATH)
     (tmp_path / "repo" / "evil").symlink_to(tmp_path)  # a repo directory pointing out of the root
+    (tmp_path / "kbs").mkdir()
+    (tmp_path / "kbs" / "x").write_bytes(b"outside")
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.get(ResourcePath("evil", "kbs", "x"))
     with pytest.raises(StoreError, match="outside the resource directory"):
-        store.get(ResourcePath("evil", "outside", "x"))
+        store.put(ResourcePath("evil", "kbs", "x"), b"overwrite?")
+    assert (tmp_path / "kbs" / "x").read_bytes() == b"outside"
 
 
 CRASHER = textwrap.dedent(
