@@ -1,0 +1,88 @@
+"""Booting the image: one unified kernel image (systemd-stub + kernel + initrd + command line).
+
+Firmware loads `\\EFI\\BOOT\\BOOTX64.EFI` from the ESP, the removable-media path that needs no boot
+entries in NVRAM, so the same disk boots on libvirt/OVMF and on the clouds with no boot loader, no
+menu and no timeout. The command line is inside the signed-able image, not editable at boot.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from podvm.image.errors import ImageBuildError
+from podvm.image.runner import Runner
+
+# Quiet kernel on the serial console (the console is the pod VM's only log), no fsck and no
+# splash; root by partition UUID so the disk may be attached under any device name.
+CMDLINE_OPTIONS = (
+    "rw",
+    "console=tty0",
+    "console=ttyS0,115200",
+    "quiet",
+    "loglevel=3",
+    "fsck.mode=skip",
+    "systemd.show_status=false",
+    "udev.log_level=3",
+    "rd.udev.log_level=3",
+    "panic=10",
+)
+_SECTION_ALIGN = 0x1000
+
+
+def kernel_cmdline(root_partuuid: str, extra: Sequence[str] = ()) -> str:
+    return " ".join((f"root=PARTUUID={root_partuuid}", *CMDLINE_OPTIONS, *extra))
+
+
+def pe_image_end(stub: bytes) -> int:
+    """ImageBase + SizeOfImage of a PE32+ file: where sections may be added after it."""
+    try:
+        (pe_offset,) = struct.unpack_from("<I", stub, 0x3C)
+        if stub[pe_offset : pe_offset + 4] != b"PE\0\0":
+            raise ImageBuildError("the EFI stub is not a PE file")
+        optional = pe_offset + 24
+        (magic,) = struct.unpack_from("<H", stub, optional)
+        if magic != 0x20B:
+            raise ImageBuildError(f"the EFI stub is not PE32+ (optional header magic {magic:#x})")
+        (image_base,) = struct.unpack_from("<Q", stub, optional + 24)
+        (size_of_image,) = struct.unpack_from("<I", stub, optional + 56)
+    except struct.error:
+        raise ImageBuildError("the EFI stub is truncated") from None
+    return int(image_base + size_of_image)
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    path: Path
+    size: int
+
+
+def section_addresses(image_end: int, sections: Sequence[Section]) -> list[tuple[Section, int]]:
+    """Each added section's virtual address: after the stub and each other, page aligned."""
+    placed = []
+    address = image_end
+    for section in sections:
+        address = -(-address // _SECTION_ALIGN) * _SECTION_ALIGN
+        placed.append((section, address))
+        address += section.size
+    return placed
+
+
+def build_uki(
+    runner: Runner, stub: Path, kernel: Path, initrd: Path, cmdline: str, os_release: Path, out: Path
+) -> None:
+    """Write the unified kernel image `out` (sections .osrel, .cmdline, .linux, .initrd)."""
+    cmdline_file = out.with_suffix(".cmdline")
+    cmdline_file.write_text(cmdline + "\n")
+    parts = {".osrel": os_release, ".cmdline": cmdline_file, ".linux": kernel, ".initrd": initrd}
+    sections = [Section(name, path, path.stat().st_size) for name, path in parts.items()]
+    argv: list[str | Path] = ["objcopy"]
+    for section, address in section_addresses(pe_image_end(stub.read_bytes()), sections):
+        argv += [
+            "--add-section", f"{section.name}={section.path}",
+            "--change-section-vma", f"{section.name}={address:#x}",
+        ]  # fmt: skip
+    runner.run([*argv, stub, out])

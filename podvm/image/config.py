@@ -1,0 +1,94 @@
+"""What an image is made of (Debian suite, mirror, packages) and where the build keeps its cache.
+
+The mirror defaults to the one apt already uses on the build host, so the image comes from the same
+archive (or snapshot) as the host's own packages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUITE = "bookworm"
+FALLBACK_MIRROR = "http://deb.debian.org/debian"
+# Debian packages of the image, on top of debootstrap's minbase. linux-image-amd64 rather than the
+# cloud flavour: the cloud kernel has no AHCI driver, and libvirt attaches the cidata CD-ROM on SATA.
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "linux-image-amd64",
+    "initramfs-tools",
+    "zstd",
+    "python3",
+    "python3-venv",
+    "iproute2",
+    "ca-certificates",
+)
+# Timestamps inside the image (files, file systems, pyc) are clamped to this unless overridden.
+DEFAULT_SOURCE_DATE_EPOCH = 1735689600  # 2025-01-01T00:00:00Z
+VENV = "/opt/peerpods"
+# The console scripts the units run, linked into /usr/local/bin like upstream's binaries.
+COMMANDS = ("process-user-data", "agent-protocol-forwarder", "peerpods-standin-agent")
+# Present only once the project has them (guest attestation agent and its local REST API).
+OPTIONAL_COMMANDS = ("attestation-agent", "api-server-rest", "confidential-data-hub")
+STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+
+_ONE_LINE = re.compile(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)")
+
+
+def default_cache_dir() -> Path:
+    """Outside any clone, so every checkout and CI run on the machine shares one cache."""
+    configured = os.environ.get("PEERPODS_IMAGE_CACHE")
+    if configured:
+        return Path(configured)
+    if os.geteuid() == 0:
+        return Path("/var/cache/peerpods-image")
+    return Path.home() / ".cache" / "peerpods-image"
+
+
+def mirror_from_sources(texts: Iterable[str], suite: str = SUITE) -> str | None:
+    """The Debian archive URI apt uses for `suite`, from sources.list or deb822 .sources texts."""
+    for text in texts:
+        for line in text.splitlines():
+            match = _ONE_LINE.match(line)
+            if match and match.group(2) == suite:
+                return match.group(1).rstrip("/")
+        for stanza in re.split(r"\n\s*\n", text):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                key, sep, value = line.partition(":")
+                if sep and not line.startswith((" ", "#")):
+                    fields[key.strip().lower()] = value.strip()
+            types = fields.get("types", "").split()
+            if "deb" in types and suite in fields.get("suites", "").split():
+                return fields.get("uris", "").split()[0].rstrip("/") if fields.get("uris") else None
+    return None
+
+
+def host_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
+    """The host's Debian mirror for the image's suite, or deb.debian.org when none is configured."""
+    paths = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*"))]
+    texts = []
+    for path in paths:
+        if path.suffix in (".list", ".sources") and path.is_file():
+            texts.append(path.read_text(errors="replace"))
+    return mirror_from_sources(texts) or FALLBACK_MIRROR
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """One build's choices. Everything here is part of the cache key."""
+
+    cache_dir: Path
+    mirror: str = FALLBACK_MIRROR
+    suite: str = SUITE
+    packages: tuple[str, ...] = PACKAGES
+    extras: tuple[str, ...] = ()
+    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
+    kata_agent: Path | None = None
+    project_root: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])

@@ -1,0 +1,142 @@
+"""The project inside the image: a wheel of this checkout and its runtime dependencies in a venv.
+
+Dependency versions are constrained to the ones installed with the build's own interpreter (the
+project's .venv, where the tests ran), so the image runs the code the tests checked; pip resolves
+which of them the runtime needs. The requirements and constraints are part of the cache key, and the
+wheels' versions go into the manifest.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
+from podvm.image.errors import ImageBuildError
+from podvm.image.rootfs import chroot, proc_mounted
+from podvm.image.runner import Runner
+
+PROJECT = "peerpods"
+_SELF = re.compile(rf"^{PROJECT}\[([^\]]*)\]")
+_WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-")
+
+
+def runtime_requirements(pyproject_text: str, extras: Sequence[str] = ()) -> list[str]:
+    """The project's requirement lines for its base dependencies plus `extras` (self-references such
+    as `peerpods[aws]` expanded), in a stable order; unknown extras are an ImageBuildError."""
+    project = tomllib.loads(pyproject_text).get("project", {})
+    optional: dict[str, list[str]] = project.get("optional-dependencies", {})
+    found: list[str] = list(project.get("dependencies", []))
+    pending, seen = list(extras), set()
+    while pending:
+        extra = pending.pop(0)
+        if extra in seen:
+            continue
+        seen.add(extra)
+        if extra not in optional:
+            raise ImageBuildError(f"pyproject.toml has no optional dependency group {extra!r}")
+        for line in optional[extra]:
+            match = _SELF.match(line.replace(" ", ""))
+            if match:
+                pending += [name.strip() for name in match.group(1).split(",") if name.strip()]
+            elif line not in found:
+                found.append(line)
+    return found
+
+
+def wheel_versions(wheel_dir: Path) -> dict[str, str]:
+    """Distribution name -> version of the wheels in `wheel_dir` (from their file names)."""
+    versions: dict[str, str] = {}
+    for wheel in sorted(wheel_dir.glob("*.whl")):
+        match = _WHEEL_NAME.match(wheel.name)
+        if match:
+            versions[match.group("name").lower().replace("_", "-")] = match.group("version")
+    return versions
+
+
+def installed_constraints(runner: Runner) -> str:
+    """`pip freeze` of the build's interpreter (editable installs left out): the version pins."""
+    return runner.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
+        capture=True,
+    )
+
+
+def fetch_wheels(runner: Runner, requirements: Sequence[str], constraints: str, dest: Path) -> None:
+    """Binary wheels for `requirements` at the `constraints` versions, from PyPI into `dest`
+    (no sdists: nothing is compiled for the image)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements))
+    (dest / "constraints.txt").write_text(constraints)
+    runner.run(
+        [
+            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+            "--only-binary=:all:", "--dest", dest,
+            "-r", dest / "requirements.txt", "-c", dest / "constraints.txt",
+        ]
+    )  # fmt: skip
+
+
+def build_project_wheel(runner: Runner, project_root: Path, files: Sequence[str], dest: Path) -> Path:
+    """A wheel of exactly `files` (copied out first, so the checkout gets no build/ or egg-info)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="peerpods-wheel-") as scratch:
+        source = Path(scratch) / "src"
+        for rel in files:
+            target = source / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(project_root / rel, target)
+        runner.run(
+            [
+                sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+                "--no-deps", "--no-build-isolation", "--wheel-dir", dest, source,
+            ]
+        )  # fmt: skip
+    wheels = sorted(dest.glob(f"{PROJECT}-*.whl"))
+    if len(wheels) != 1:
+        raise ImageBuildError(f"expected one {PROJECT} wheel in {dest}, found {[w.name for w in wheels]}")
+    return wheels[0]
+
+
+def install_venv(
+    runner: Runner,
+    root: Path,
+    venv: str,
+    wheel_dirs: Sequence[Path],
+    project_wheel: Path,
+    extras: Sequence[str],
+    commands: Sequence[str],
+) -> None:
+    """Create `venv` in the image with Debian's python3 and install the project offline into it;
+    link `commands` (those that exist) into /usr/local/bin."""
+    staging = root / "tmp" / "peerpods-wheels"
+    staging.mkdir(parents=True, exist_ok=True)
+    for wheel in (project_wheel, *(w for directory in wheel_dirs for w in directory.glob("*.whl"))):
+        shutil.copy2(wheel, staging / wheel.name)
+    spec = f"/tmp/peerpods-wheels/{project_wheel.name}"
+    if extras:
+        spec = f"{PROJECT}[{','.join(extras)}] @ file://{spec}"
+    try:
+        with proc_mounted(root, runner):
+            chroot(runner, root, ["python3", "-m", "venv", venv])
+            chroot(
+                runner,
+                root,
+                [
+                    f"{venv}/bin/pip", "install", "--quiet", "--no-index", "--no-cache-dir",
+                    "--disable-pip-version-check", "--find-links", "/tmp/peerpods-wheels", spec,
+                ],
+            )  # fmt: skip
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    bin_dir = root / "usr/local/bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for command in commands:
+        if (root / venv.lstrip("/") / "bin" / command).exists():
+            link = bin_dir / command
+            link.unlink(missing_ok=True)
+            link.symlink_to(f"{venv}/bin/{command}")

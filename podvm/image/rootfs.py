@@ -1,0 +1,143 @@
+"""The Debian base system of the image: debootstrap, a small initrd, and the first-boot cleanup.
+
+Everything happens in a plain directory (no loop devices, no image mounts); the only mount is /proc
+inside the chroot while tools that need it run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from podvm.image.errors import ImageBuildError
+from podvm.image.runner import Runner
+
+# Build-time caches, logs and scratch that differ on every build (emptied, kept as directories),
+# and docs, manuals and translations nobody reads in a pod VM.
+_EMPTIED = (
+    "var/cache/apt",
+    "var/lib/apt/lists",
+    "var/log",
+    "tmp",
+    "var/tmp",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+)
+# Removed: backups dpkg/debconf keep, ldconfig's cache, debootstrap's leftovers, the build host's
+# identity (machine-id stays empty, so each VM makes its own at boot).
+_REMOVED = (
+    "var/cache/debconf/templates.dat-old",
+    "var/cache/debconf/config.dat-old",
+    "var/lib/dpkg/status-old",
+    "var/lib/dpkg/diversions-old",
+    "var/cache/ldconfig/aux-cache",
+    "var/lib/dbus/machine-id",
+    "debootstrap",
+)
+
+
+@contextmanager
+def proc_mounted(root: Path, runner: Runner) -> Iterator[None]:
+    """/proc inside the chroot, for tools that read it (update-initramfs, pip)."""
+    proc = root / "proc"
+    runner.run(["mount", "-t", "proc", "proc", proc])
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(proc)], check=False)
+
+
+def chroot(runner: Runner, root: Path, argv: Sequence[str], capture: bool = False) -> str:
+    return runner.run(["chroot", root, *argv], capture=capture)
+
+
+def debootstrap(runner: Runner, target: Path, suite: str, mirror: str, packages: Sequence[str]) -> None:
+    """A minbase system with `packages` in `target` (which must not exist). The kernel's own
+    initrd (every module) is skipped: `make_initrd` makes the small one once the config is in."""
+    runner.run(
+        env={"INITRD": "No"},
+        argv=[
+            "debootstrap",
+            "--variant=minbase",
+            "--components=main",
+            f"--include={','.join(packages)}",
+            suite,
+            target,
+            mirror,
+        ],
+    )
+
+
+def install_initramfs_config(files: Path, root: Path) -> None:
+    """The initrd settings of `files` (MODULES=list, zstd): a small initrd boots faster."""
+    for rel in ("etc/initramfs-tools/modules", "etc/initramfs-tools/conf.d/peerpods.conf"):
+        destination = root / rel
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(files / rel, destination)
+
+
+def kernel_version(root: Path) -> str:
+    """The version of the image's one kernel."""
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1:
+        raise ImageBuildError(f"expected one kernel in {root / 'boot'}, found {[k.name for k in kernels]}")
+    return kernels[0].name.removeprefix("vmlinuz-")
+
+
+def make_initrd(runner: Runner, root: Path) -> None:
+    """The initrd of the image's kernel, from the config `install_initramfs_config` put in."""
+    version = kernel_version(root)
+    (root / "boot" / f"initrd.img-{version}").unlink(missing_ok=True)
+    with proc_mounted(root, runner):
+        chroot(runner, root, ["update-initramfs", "-c", "-k", version])
+
+
+def package_versions(runner: Runner, root: Path) -> dict[str, str]:
+    """Installed Debian packages and versions, read from the image's dpkg database."""
+    out = runner.run(
+        ["dpkg-query", f"--admindir={root / 'var/lib/dpkg'}", "-W", "-f", "${Package}\t${Version}\n"],
+        capture=True,
+    )
+    versions: dict[str, str] = {}
+    for line in out.splitlines():
+        name, _, version = line.partition("\t")
+        if name and version:
+            versions[name] = version
+    if not versions:
+        raise ImageBuildError(f"no packages found in {root}'s dpkg database")
+    return versions
+
+
+def kernel_files(root: Path) -> tuple[Path, Path]:
+    """The image's kernel and initrd (exactly one kernel is installed)."""
+    version = kernel_version(root)
+    initrd = root / "boot" / f"initrd.img-{version}"
+    if not initrd.is_file():
+        raise ImageBuildError(f"no initrd {initrd.name} beside vmlinuz-{version}")
+    return root / "boot" / f"vmlinuz-{version}", initrd
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def clean(root: Path) -> None:
+    """Remove what differs between builds or identifies the build host (see _EMPTIED, _REMOVED)."""
+    for rel in _EMPTIED:
+        directory = root / rel
+        if directory.is_dir():
+            for child in directory.iterdir():
+                _remove(child)
+    for rel in _REMOVED:
+        _remove(root / rel)
+    (root / "etc/machine-id").write_text("")
+    (root / "etc/hostname").write_text("peerpod\n")
