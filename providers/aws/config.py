@@ -55,8 +55,10 @@ SETTINGS: list[Setting] = [
 # Keys we set ourselves on every instance; TAGS may not override them.
 RESERVED_TAGS = frozenset({"Name", OWNER_TAG, SANDBOX_TAG})
 
-# Our CloudCaller's worker threads; botocore's connection pool is sized to match.
-WORKERS = 32
+# Our CloudCaller's worker threads; botocore's connection pool is sized to match. A call holds a
+# thread until EC2 answers, so R calls/s of L s each need R x L threads, or the pool, not the rate
+# limit, caps the rate: 20 RunInstances/s answered in 2 s need 40. 128 covers 20/s up to 6 s a call.
+WORKERS = 128
 
 
 @dataclass(frozen=True)
