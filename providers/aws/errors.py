@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError, HTTPClientError, ParamValidationError
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.parsers import ResponseParserError
 
 from providers.retry import ErrorKind
 
@@ -72,7 +73,9 @@ def classify(exc: BaseException) -> ErrorKind:
         if status >= 400:
             return ErrorKind.INVALID
         return ErrorKind.FATAL
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
+    # An answer that is not EC2's XML (a proxy's error page, a cut-off body) is retried as botocore
+    # suggests: every call made is safe to repeat (RunInstances carries a ClientToken).
+    if isinstance(exc, BotoConnectionError | HTTPClientError | ResponseParserError):
         return ErrorKind.TRANSIENT
     if isinstance(exc, ParamValidationError):
         return ErrorKind.INVALID
