@@ -173,9 +173,16 @@ class SandboxManager:
         self.store.put(record.evolve(state=SandboxState.FAILED, instance_id="", ips=(), error=reason))
 
     async def _delete_instances(self, record: SandboxRecord) -> None:
-        """Delete the sandbox's instance, and any instance tagged with it that a crash left unrecorded."""
-        ids = {record.instance_id} if record.instance_id else set()
-        ids |= {i.id for i in await _retrying(self.provider.list_instances) if i.sandbox_id == record.id}
+        """Delete the sandbox's instance, or, if none is recorded, any that a crash left tagged with it.
+
+        A recorded instance is the only one: each start creates one, and what an earlier start left
+        behind was deleted by its abort or by reconciliation. Listing every owned instance on each
+        StopVM would make deleting N pods cost N full listings.
+        """
+        if record.instance_id:
+            ids = {record.instance_id}
+        else:
+            ids = {i.id for i in await _retrying(self.provider.list_instances) if i.sandbox_id == record.id}
         for instance_id in ids:
             with contextlib.suppress(InstanceNotFound):
                 await self.provider.delete_instance(instance_id)
