@@ -184,6 +184,9 @@ class CloudCaller:
         self._sleep = sleep
         self._backoff = wait_random_exponential(multiplier=policy.initial_s, max=policy.max_s)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud-api")
+        # A token is taken only once a worker is free: tokens taken while every worker is busy would
+        # otherwise let the queued calls leave together, past the limiter, when workers free up.
+        self._workers = asyncio.Semaphore(workers)
 
     def _retryable(self, exc: BaseException) -> bool:
         return not isinstance(exc, ProviderError) and self._classify(exc) in _RETRYABLE
@@ -213,8 +216,9 @@ class CloudCaller:
         bound = functools.partial(fn, *args, **kwargs)
 
         async def attempt() -> T:
-            await self._limiter.acquire()
-            return await loop.run_in_executor(self._executor, bound)
+            async with self._workers:
+                await self._limiter.acquire()
+                return await loop.run_in_executor(self._executor, bound)
 
         attempt.__name__ = getattr(fn, "__name__", "cloud call")
         retrying = AsyncRetrying(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -164,6 +165,10 @@ class ServerConnection(asyncio.Protocol):
 
 ConnectionFactory = Callable[[], asyncio.Protocol]
 
+# The Go shim opens a connection per hypervisor call: hundreds of pods starting at once must queue,
+# not be refused (asyncio's default backlog is 100). Go servers listen with SOMAXCONN too.
+BACKLOG = socket.SOMAXCONN
+
 
 class Server:
     """Listens on unix or TCP(+TLS) sockets and serves `services` on every connection."""
@@ -183,13 +188,17 @@ class Server:
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        listener = await asyncio.get_running_loop().create_unix_server(self._factory, str(path))
+        listener = await asyncio.get_running_loop().create_unix_server(
+            self._factory, str(path), backlog=BACKLOG
+        )
         path.chmod(mode)
         self._listeners.append(listener)
 
     async def listen_tcp(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
         """Returns the bound port (useful with port 0)."""
-        listener = await asyncio.get_running_loop().create_server(self._factory, host, port, ssl=tls)
+        listener = await asyncio.get_running_loop().create_server(
+            self._factory, host, port, ssl=tls, backlog=BACKLOG
+        )
         self._listeners.append(listener)
         bound: int = listener.sockets[0].getsockname()[1]
         return bound

@@ -12,17 +12,11 @@ import asyncio
 import signal
 from pathlib import Path
 
-import pytest
-
 from tests.chaos.harness import AdaptorProcess, aws_cloud
 
 SHIMS = 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocols/ttrpc/server.py listen_unix keeps asyncio's backlog of 100 (bench/scale.py failures)",
-)
 async def test_a_burst_of_shim_connections_is_served(tmp_path: Path, moto_url: str) -> None:
     async with aws_cloud(tmp_path / "cloud", moto_url=moto_url, boot_pod_vms=False) as cloud:
         adaptor = AdaptorProcess(tmp_path / "node", cloud.adaptor_env("backlog"))
