@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -240,3 +241,73 @@ async def test_health_metrics_and_unknown_paths(server: RunningKbs) -> None:
             assert (response.status, error_variant(await response.json())) == (404, "PluginNotFound")
         async with http.get(f"{server.url}/elsewhere") as response:
             assert (response.status, error_variant(await response.json())) == (404, "InvalidRequestPath")
+
+
+async def test_admin_endpoints_do_what_they_say(server: RunningKbs) -> None:
+    headers = server.admin.headers()
+    base = f"{server.url}{API}"
+    payload = base64.b64encode(json.dumps({"svn": ["1"], "major_version": 1}).encode()).decode()
+    async with aiohttp.ClientSession() as http:
+        message = {"version": "0.1.0", "type": "sample", "payload": payload}
+        async with http.post(f"{base}/reference-value", json=message, headers=headers) as r:
+            assert r.status == 200
+        async with http.get(f"{base}/reference-value/svn", headers=headers) as r:
+            assert (r.status, await r.json()) == (200, ["1"])
+        async with http.get(f"{base}/reference-value/nothing", headers=headers) as r:
+            assert (r.status, error_variant(await r.json())) == (401, "RvpsError")
+        bad_version = {**message, "version": "0.2.0"}
+        async with http.post(f"{base}/reference-value", json=bad_version, headers=headers) as r:
+            assert (r.status, error_variant(await r.json())) == (401, "RvpsError")
+        not_rego = {"policy_id": "default_cpu", "policy": b64url("package policy\nallow if {")}
+        async with http.post(f"{base}/attestation-policy", json=not_rego, headers=headers) as r:
+            doc = await r.json()
+            assert (r.status, error_variant(doc)) == (401, "AttestationError")
+            assert "does not compile" in doc["detail"]
+        padded = {"policy_id": "default_cpu", "policy": base64.urlsafe_b64encode(b"package x\n").decode()}
+        async with http.post(f"{base}/attestation-policy", json=padded, headers=headers) as r:
+            assert (r.status, error_variant(await r.json())) == (401, "AttestationError")
+        async with http.post(f"{base}/resource-policy", json={"policy": b64url("package p\nallow if {")},
+                             headers=headers) as r:  # fmt: skip
+            assert (r.status, error_variant(await r.json())) == (401, "PolicyEngineError")
+        async with http.post(f"{base}/resource-policy", json={"policy": 5}, headers=headers) as r:
+            assert (r.status, error_variant(await r.json())) == (401, "ParsePolicyError")
+        async with http.delete(f"{base}/resource/default/test/secret", headers=headers) as r:
+            assert r.status == 200
+        async with http.delete(f"{base}/resource/default/test/secret", headers=headers) as r:
+            assert (r.status, error_variant(await r.json())) == (401, "PluginInternalError")
+    async with Guest(server.url) as guest:
+        await guest.handshake()
+        status, doc = await guest.resource("default/test/secret")
+        assert (status, error_variant(doc)) == (401, "PluginInternalError")
+
+
+INIT_DATA = """version = "0.1.0"
+algorithm = "sha384"
+
+[data]
+"aa.toml" = '''
+[token_configs.kbs]
+url = "http://127.0.0.1:8080"
+'''
+"""
+
+
+async def test_init_data_is_bound_and_claimed(server: RunningKbs) -> None:
+    async with Guest(server.url) as guest:
+        await guest.auth()
+        plain = guest.attestation()
+        with_init = kbs.Attestation(plain.runtime_data, plain.tee_evidence, kbs.InitData("toml", INIT_DATA))
+        status, _ = await guest.attest(with_init)
+        assert status == 200
+        annotated = guest.token_claims()["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
+        assert annotated["init_data_claims"]["aa.toml"] == {
+            "token_configs": {"kbs": {"url": "http://127.0.0.1:8080"}}
+        }
+        assert base64.b64decode(annotated["init_data"]) == hashlib.sha384(INIT_DATA.encode()).digest()
+    async with Guest(server.url) as guest:
+        await guest.auth()
+        plain = guest.attestation()
+        as_json = kbs.Attestation(plain.runtime_data, plain.tee_evidence, kbs.InitData("json", "{}"))
+        status, doc = await guest.attest(as_json)
+        assert (status, error_variant(doc)) == (401, "AttestationError")
+        assert "init-data format 'json' is not 'toml'" in doc["detail"]
