@@ -95,15 +95,18 @@ def _logging(verbose: bool) -> None:
 
 
 def _supervise(config_path: Path, count: int, verbose: bool) -> int:
-    """Start `count` workers; stop them all on a signal or when one dies."""
+    """Start `count` workers; stop them all on a signal or when one ends. The exit status is the
+    first worker's own failure, if any (a worker stopped by the supervisor is not a failure)."""
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(str(config_path), verbose)) for _ in range(count)]
     for worker in workers:
         worker.start()
+    stopped: set[int] = set()
 
     def stop(signum: int, frame: object) -> None:
-        for worker in workers:
+        for index, worker in enumerate(workers):
             if worker.is_alive():
+                stopped.add(index)
                 worker.terminate()
 
     signal.signal(signal.SIGTERM, stop)
@@ -112,7 +115,12 @@ def _supervise(config_path: Path, count: int, verbose: bool) -> int:
     stop(signal.SIGTERM, None)
     for worker in workers:
         worker.join()
-    return max((abs(w.exitcode or 0) for w in workers), default=0)
+    failures = [
+        abs(worker.exitcode or 0)
+        for index, worker in enumerate(workers)
+        if worker.exitcode and not (index in stopped and worker.exitcode == -signal.SIGTERM)
+    ]
+    return failures[0] if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

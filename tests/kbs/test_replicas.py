@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -107,3 +108,36 @@ async def test_two_processes_complete_the_flow_for_an_alternating_client(
             status, doc = await guest.resource("default/key/shared")
             assert status == 200, doc
             assert guest.decrypt_jwcrypto(doc) == b"one secret, two replicas"
+
+
+async def test_worker_count_starts_workers_on_one_port(tmp_path: Path) -> None:
+    if not KBS.exists():
+        pytest.skip(f"the kbs command is not installed beside {sys.executable} (run scripts/bootstrap)")
+    admin = AdminKey.create(tmp_path)
+    port = free_port()
+    config = tmp_path / "kbs.toml"
+    text = config_text(tmp_path / "storage", admin.path, sockets=f"127.0.0.1:{port}")
+    config.write_text(text.replace("insecure_http = true", "insecure_http = true\nworker_count = 2"))
+    process = subprocess.Popen([str(KBS), "-c", str(config)], stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or []), daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            if sum("listening on http://127.0.0.1" in line for line in lines) == 2:
+                break
+            assert process.poll() is None, "".join(lines)
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("two workers did not start: " + "".join(lines))
+        async with Guest(url) as guest:
+            await guest.handshake()  # the sample TEE attests; resources stay refused by default
+            status, _ = await guest.resource("default/key/none")
+            assert status == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        reader.join(10)
+    pids = {line.split("(pid ")[1].split(")")[0] for line in lines if "listening on" in line}
+    assert len(pids) == 2 and "Traceback" not in "".join(lines)
