@@ -13,9 +13,9 @@ import base64
 import functools
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -52,6 +52,7 @@ from verifier.service import AttestationService, RequestError, VerificationReque
 log = logging.getLogger(__name__)
 INIT_DATA_FORMAT = "toml"
 _AS_ERRORS = (VerificationError, RequestError, PolicyError, EarError)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class Broker:
         return self.attestation.evaluate(requests, self.policy_ids)
 
     def _verification_requests(
-        self, session: Session, attestation: Attestation, refuse: Any
+        self, session: Session, attestation: Attestation, refuse: Callable[[str], KbsError]
     ) -> list[VerificationRequest]:
         """The primary TEE's request (bound with additional-evidence) and one per extra device."""
         runtime, evidence = attestation.runtime_data, attestation.tee_evidence
@@ -176,7 +177,7 @@ class Broker:
         return requests
 
     @staticmethod
-    def _sessions(call: Any, stage: str) -> Any:
+    def _sessions(call: Callable[[], _T], stage: str) -> _T:
         try:
             return call()
         except SessionStoreError as exc:
@@ -238,7 +239,7 @@ class Broker:
         self._admin(admin, "resource")
         await self._store(self.store.delete, _resource_path(parts))
 
-    async def _store(self, call: Any, *args: Any, read: bool = False) -> Any:
+    async def _store(self, call: Callable[..., _T], *args: Any, read: bool = False) -> _T:
         """Reads from an inline store run on the loop; writes (fsync) and remote stores in a thread."""
         try:
             if read and self.store.inline:

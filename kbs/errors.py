@@ -8,13 +8,15 @@ Upstream answers 404 only for `InvalidRequestPath` and `PluginNotFound` and 401 
 
 from __future__ import annotations
 
-from protocols.kbs import ErrorInformation
+from protocols.kbs import ERROR_VARIANTS, ErrorInformation
 
 
 class KbsError(Exception):
     """A refused request. `variant` is upstream's error variant name; the message is the detail."""
 
     def __init__(self, variant: str, detail: str, status: int = 401) -> None:
+        if variant not in ERROR_VARIANTS:
+            raise ValueError(f"{variant!r} is not an upstream KBS error variant")
         super().__init__(detail)
         self.variant = variant
         self.detail = detail
