@@ -37,6 +37,8 @@ ENABLED_UNITS = (
     "agent-protocol-forwarder.service",
     "systemd-networkd.service",
 )
+# Enabled when the project provides their command (unit -> command in /usr/local/bin).
+OPTIONAL_UNITS = {"attestation-agent.service": "attestation-agent"}
 # Not wanted in a disposable, non-interactive pod VM, or slow on every first boot.
 MASKED_UNITS = (
     "getty.target",
@@ -185,8 +187,8 @@ def _install_upstream_agent(config: ImageConfig, root: Path) -> None:
 
 def _units(runner: Runner, root: Path) -> list[str]:
     enabled = list(ENABLED_UNITS)
-    for unit in ("attestation-agent.service", "api-server-rest.service"):
-        if (root / "etc/systemd/system" / unit).exists():
+    for unit, command in OPTIONAL_UNITS.items():
+        if (root / "usr/local/bin" / command).is_symlink():  # into the image's venv, absolute
             enabled.append(unit)
     runner.run(["systemctl", f"--root={root}", "enable", *enabled])
     runner.run(["systemctl", f"--root={root}", "mask", *MASKED_UNITS])

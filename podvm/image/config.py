@@ -34,8 +34,8 @@ DEFAULT_SOURCE_DATE_EPOCH = 1735689600  # 2025-01-01T00:00:00Z
 VENV = "/opt/peerpods"
 # The console scripts the units run, linked into /usr/local/bin like upstream's binaries.
 COMMANDS = ("process-user-data", "agent-protocol-forwarder", "peerpods-standin-agent")
-# Present only once the project has them (guest attestation agent and its local REST API).
-OPTIONAL_COMMANDS = ("attestation-agent", "api-server-rest", "confidential-data-hub")
+# Linked when the project has them: the guest attestation agent and its REST API front.
+OPTIONAL_COMMANDS = ("attestation-agent", "api-server-rest")
 STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 
 _ONE_LINE = re.compile(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)")

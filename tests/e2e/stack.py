@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocols.initdata import encode_initdata
 from protocols.ttrpc.client import Client
 from providers.base import OWNER_TAG, SANDBOX_TAG
 from providers.libvirt.domain_xml import read_metadata
@@ -81,16 +83,16 @@ def kvm_problem(probe_seconds: float = 3.0) -> str | None:
         ]  # fmt: skip
         try:
             probe = subprocess.run(command, capture_output=True, timeout=probe_seconds, check=False)
-            output = probe.stderr
+            output, status = probe.stderr, f"exit status {probe.returncode}"
         except subprocess.TimeoutExpired as running:
             # QEMU keeps running (paused) after a KVM internal error: look at what it said.
-            output = running.stderr or b""
+            output, status = running.stderr or b"", "stopped"
             if b"KVM internal error" not in output and b"emulation failure" not in output:
                 return None  # still running the firmware: KVM works
         except OSError as exc:
             return f"cannot run qemu-system-x86_64: {exc.strerror}"
     lines = [line for line in output.decode(errors="replace").splitlines() if "warning" not in line]
-    detail = " ".join(" ".join(lines).split())[:160]
+    detail = lines[0].strip()[:120] if lines else status
     kind = "kvm-pvm (nested, paravirtual-only) " if pvm else ""
     return f"/dev/kvm is {kind}KVM that cannot boot a standard UEFI guest: QEMU stopped with: {detail}"
 
@@ -325,6 +327,103 @@ class ConsoleWatcher:
         console = Console(name)
         console.start(domain, conn)
         self.consoles[sandbox_id] = console
+
+
+# -- the KBS -------------------------------------------------------------------------------------
+
+# The guest reaches the host's loopback through QEMU user-mode networking's gateway address.
+SLIRP_HOST = "10.0.2.2"
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class HostKbs:
+    """The `kbs` command on 127.0.0.1, trusting the sample TEE and holding one secret resource.
+
+    Policies and the resource are written to its LocalFs storage before it starts, as an operator
+    would through the admin API: an attestation policy that appraises the sample TEE as affirming
+    (for this test only) and a resource policy that releases resources to affirming TEEs.
+    """
+
+    directory: Path
+    resource: str
+    secret: bytes
+    port: int = field(default_factory=free_loopback_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def guest_url(self) -> str:
+        return f"http://{SLIRP_HOST}:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "kbs.log"
+
+    def __enter__(self) -> HostKbs:
+        from kbs.config import build_broker, parse_config
+        from kbs.store import ResourcePath
+        from tests.kbs.support import AFFIRMING_POLICY, SAMPLE_TRUSTING_POLICY, AdminKey, config_text
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        admin = AdminKey.create(self.directory)
+        text = config_text(self.directory / "storage", admin.path, sockets=f"127.0.0.1:{self.port}")
+        config_file = self.directory / "kbs.toml"
+        config_file.write_text(text)
+        broker = build_broker(parse_config(text))
+        try:
+            broker.attestation.set_policy("default_cpu", SAMPLE_TRUSTING_POLICY)
+            broker.policy.set(AFFIRMING_POLICY)
+            broker.store.put(ResourcePath.parse(self.resource.split("/")), self.secret)
+        finally:
+            broker.policy.release()
+            broker.sessions.close()
+        binary = Path(sys.executable).with_name("kbs")
+        self.process = subprocess.Popen(
+            [str(binary), "-c", str(config_file)], stdout=subprocess.DEVNULL, stderr=self.log.open("ab")
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return self
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"kbs did not start:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def kbs_initdata(kbs_url: str) -> str:
+    """Initdata (base64 gzip TOML, the adaptor's INITDATA) pointing the guest's agents at the KBS."""
+    toml = f"""algorithm = "sha256"
+version = "0.1.0"
+
+[data]
+"aa.toml" = '''
+[token_configs.kbs]
+url = "{kbs_url}"
+'''
+"cdh.toml" = '''
+socket = "unix:///run/confidential-containers/cdh.sock"
+[kbc]
+name = "cc_kbc"
+url = "{kbs_url}"
+'''
+"""
+    return encode_initdata(toml)
 
 
 # -- the adaptor ----------------------------------------------------------------------------------
