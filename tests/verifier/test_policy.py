@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +105,44 @@ def test_engine_can_be_used_from_other_threads(engine: RegorusEngine) -> None:
     worker.start()
     worker.join()
     assert results and results[0]["hardware"] == 97
+
+
+BAD_POLICY = "package policy\nthis is not rego\n"
+FAILING_HOST_CALL = "package policy\nimport rego.v1\nx := query_reference_value(1)\n"
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        lambda engine: engine.check(BAD_POLICY),
+        lambda engine: engine.evaluate(FAILING_HOST_CALL, {}, ["data.policy.x"]),
+    ],
+    ids=["compile", "evaluate"],
+)
+def test_a_failure_does_not_carry_an_engine_to_another_thread(
+    fail: Callable[[RegorusEngine], object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """regorus refuses to free an engine on another thread than its own (it leaks, with an
+    "unsendable" warning): the error of a failed call, dropped elsewhere, must not hold one."""
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: unraisable.append(str(report.exc_value)))
+    engine = RegorusEngine({"query_reference_value": (1, lambda name: name.upper())})
+    errors: list[PolicyError] = []
+
+    def work() -> None:
+        try:
+            fail(engine)
+        except PolicyError as exc:
+            errors.append(exc)
+        engine.evaluate(DEFAULT, {}, RULES)  # more work for the engine's thread(s) after the failure
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert len(errors) == 1
+    errors.clear()  # the error's last reference goes, on this thread
+    gc.collect()
+    assert [message for message in unraisable if "unsendable" in message] == []
 
 
 # ---- store

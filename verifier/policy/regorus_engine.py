@@ -43,14 +43,20 @@ def _serve(jobs: queue.SimpleQueue[Job | None]) -> None:
 
 
 def _compile(policy: str, functions: HostFunctions) -> regorus.Engine:
+    """A compiled engine. On failure the engine is released here, before raising: the exception's
+    traceback keeps this frame alive, and the thread that finally drops the exception may not be the
+    one that made the engine, which regorus refuses (the engine would leak, with a warning)."""
     engine = regorus.Engine()
     try:
         engine.add_policy("policy.rego", policy)
     except RuntimeError as exc:
-        raise PolicyError(f"policy does not compile: {_diagnostic(exc)}") from None
-    for name, (nargs, function) in functions.items():
-        engine.add_extension(name, nargs, function)
-    return engine
+        message = _diagnostic(exc)
+    else:
+        for name, (nargs, function) in functions.items():
+            engine.add_extension(name, nargs, function)
+        return engine
+    del engine
+    raise PolicyError(f"policy does not compile: {message}")
 
 
 def _compiled(cache: Cache, policy: str, functions: HostFunctions) -> regorus.Engine:
@@ -65,24 +71,31 @@ def _compiled(cache: Cache, policy: str, functions: HostFunctions) -> regorus.En
 
 
 def _evaluate(engine: regorus.Engine, input_doc: Mapping[str, Any], rules: Sequence[str]) -> dict[str, Any]:
+    """Rule -> value on `engine` (a clone this call owns); on failure released before raising, as in
+    `_compile`."""
     try:
         engine.set_input_json(json.dumps(input_doc))
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise PolicyError(f"policy input is not JSON: {_diagnostic(exc)}") from None
-    results: dict[str, Any] = {}
-    for rule in rules:
-        try:
-            text = engine.eval_rule_as_json(rule)
-            # Undefined comes back as the JSON string "<undefined>"; eval_rule tells it from a rule
-            # whose value really is that string.
-            undefined = text == _UNDEFINED_JSON and engine.eval_rule(rule) is None
-            results[rule] = None if undefined else json.loads(text)
-        except RuntimeError as exc:
-            message = _diagnostic(exc)
-            if message != _NO_SUCH_RULE:
-                raise PolicyError(f"evaluating {rule}: {message}") from None
-            results[rule] = None
-    return results
+        message = f"policy input is not JSON: {_diagnostic(exc)}"
+    else:
+        results: dict[str, Any] = {}
+        for rule in rules:
+            try:
+                text = engine.eval_rule_as_json(rule)
+                # Undefined comes back as the JSON string "<undefined>"; eval_rule tells it from a rule
+                # whose value really is that string.
+                undefined = text == _UNDEFINED_JSON and engine.eval_rule(rule) is None
+                results[rule] = None if undefined else json.loads(text)
+            except RuntimeError as exc:
+                message = _diagnostic(exc)
+                if message != _NO_SUCH_RULE:
+                    message = f"evaluating {rule}: {message}"
+                    break
+                results[rule] = None
+        else:
+            return results
+    del engine
+    raise PolicyError(message)
 
 
 def _forwarder(owner: weakref.ref[RegorusEngine], name: str) -> Callable[..., Any]:
