@@ -309,8 +309,7 @@ def run(
         url = f"http://127.0.0.1:{port}"
         config = config_text(Path(scratch) / "storage", admin.path, sockets=f"127.0.0.1:{port}")
         # Policies, reference values and the resource go into the shared storage before the workers
-        # start: attestation policies and reference values are read by each attestation service at
-        # its start only.
+        # start (the workers would also see them if set later).
         prepare(build_broker(parse_config(config), material.registry()), tee, material)
         servers = [context.Process(target=_server_worker, args=(config, material)) for _ in range(workers)]
         for server in servers:

@@ -13,10 +13,9 @@ With `LocalFs` everything replicas must share lives under `dir_path`: `repositor
 `kbs/resource-policy.rego`, `kbs_protocol_session.sqlite3`, `attestation-service/` (attestation
 policies, reference values) and, unless a signer is configured, `token-signer.pem`, the attestation
 token key created by the first replica to start, so every replica trusts every replica's tokens.
-`Memory` keeps all of it in one process, so it allows one worker only. Sessions, resources and the
-resource policy are re-read on use, so a change through one replica holds on all of them at once;
-attestation policies and reference values are loaded by each replica's attestation service when it
-starts, so a change made through the admin API reaches the other replicas at their next start.
+`Memory` keeps all of it in one process, so it allows one worker only. Sessions, resources, the
+resource policy, attestation policies and reference values are re-read on use when they changed, so a
+change through one replica holds on all of them at their next request.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Registration takes upstream's message `{"version":"0.1.0","type":"sample","paylo
 is stored as upstream's record `{"version","name","expiration","value"}` with an expiration 12 months
 ahead. Upstream stores the expiration but never checks it; here an expired value reads as absent, so a
 policy cannot keep trusting a stale measurement. The store is in memory, optionally mirrored to a JSON
-file so values survive a restart.
+file so values survive a restart; the file is the truth, re-read when its stamp changes, so replicas
+sharing it see each other's registrations at their next query.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from verifier import sharedfile
 from verifier.jsonutil import JsonError, strict_loads
 
 MESSAGE_VERSION = "0.1.0"
@@ -131,14 +133,20 @@ class ReferenceValueStore:
         self._path = path
         self._clock = clock
         self._lock = threading.Lock()
-        self._values: dict[str, ReferenceValue] = self._load(path) if path is not None else {}
+        self._values: dict[str, ReferenceValue] = {}
+        self._stamp: sharedfile.Stamp | None = None
+        if path is not None:
+            self._refresh(path)
 
-    @staticmethod
-    def _load(path: Path) -> dict[str, ReferenceValue]:
+    def _refresh(self, path: Path) -> None:
+        """Re-read the file if it changed since it was last read (call with `_lock` held or alone)."""
         try:
-            text = path.read_bytes()
+            if self._stamp is not None and sharedfile.stamp(path) == self._stamp:
+                return
+            self._stamp, text = sharedfile.read(path)
         except FileNotFoundError:
-            return {}
+            self._values, self._stamp = {}, None
+            return
         except OSError as exc:
             raise RvpsError(f"cannot read reference value store {path}: {exc.strerror}") from None
         try:
@@ -148,31 +156,39 @@ class ReferenceValueStore:
         if not isinstance(doc, dict):
             raise RvpsError(f"reference value store {path} must hold a JSON object")
         values = [ReferenceValue.from_record(record) for record in doc.values()]
-        return {value.name: value for value in values}
+        self._values = {value.name: value for value in values}
 
-    def _save(self) -> None:
-        if self._path is None:
-            return
+    def _save(self, path: Path) -> None:
         records = {name: value.to_record() for name, value in sorted(self._values.items())}
-        tmp = self._path.with_name(self._path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(records, indent=2, ensure_ascii=False), encoding="utf-8")
-            tmp.replace(self._path)
+            sharedfile.replace(path, json.dumps(records, indent=2, ensure_ascii=False).encode("utf-8"))
+            self._stamp = sharedfile.stamp(path)
         except OSError as exc:
-            raise RvpsError(f"cannot write reference value store {self._path}: {exc.strerror}") from None
+            raise RvpsError(f"cannot write reference value store {path}: {exc.strerror}") from None
 
     def register(self, message: str | bytes) -> list[str]:
         """Store every value the message carries (replacing same-named ones); returns their names."""
         values = parse_message(message, self._clock())
         with self._lock:
-            for value in values:
-                self._values[value.name] = value
-            self._save()
+            if self._path is None:
+                self._values.update((value.name, value) for value in values)
+            else:
+                try:
+                    with sharedfile.locked(self._path):  # other replicas write the same file
+                        self._refresh(self._path)
+                        self._values.update((value.name, value) for value in values)
+                        self._save(self._path)
+                except OSError as exc:
+                    raise RvpsError(
+                        f"cannot lock reference value store {self._path}: {exc.strerror}"
+                    ) from None
         return [value.name for value in values]
 
     def query(self, name: str) -> Any | None:
         """The value registered under `name`, or None when there is none or it has expired."""
         with self._lock:
+            if self._path is not None:
+                self._refresh(self._path)
             value = self._values.get(name)
         if value is None or value.expired(self._clock()):
             return None

@@ -1,12 +1,15 @@
 """Two `kbs` processes sharing one LocalFs storage directory, a client alternating between them.
 
 The handshake crosses replicas at every step (auth on one, attest on the other, resource from the
-first), which needs the shared session store, the shared token key and the shared resource policy.
+first), which needs the shared session store, the shared token key and the shared resource policy;
+the attestation policy and reference values are set through one replica only, while both run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import signal
 import socket
 import subprocess
@@ -86,14 +89,17 @@ async def test_two_processes_complete_the_flow_for_an_alternating_client(
             async with http.post(f"{url}{API}/{endpoint}", headers=admin.headers(), **kwargs) as r:  # type: ignore[arg-type]
                 assert r.status == 200, await r.text()
 
-        # Attestation policies live in each replica's attestation service: set on both.
-        for url in (first, second):
-            await post(
-                url,
-                "attestation-policy",
-                json={"policy_id": "default_cpu", "policy": b64url(SAMPLE_TRUSTING_POLICY)},
-            )
-        # The resource policy and the resources are shared: set once, through the second replica.
+        # Everything is shared through the storage directory: set once, on either replica, while
+        # both run; the other applies it at its next request.
+        await post(
+            first,
+            "attestation-policy",
+            json={"policy_id": "default_cpu", "policy": b64url(SAMPLE_TRUSTING_POLICY)},
+        )
+        payload = base64.b64encode(json.dumps({"shared_value": ["x"]}).encode()).decode()
+        await post(first, "reference-value", json={"version": "0.1.0", "type": "sample", "payload": payload})
+        async with http.get(f"{second}{API}/reference-value/shared_value", headers=admin.headers()) as r:
+            assert (r.status, await r.json()) == (200, ["x"])
         await post(second, "resource-policy", json={"policy": b64url(AFFIRMING_POLICY)})
         await post(second, "resource/default/key/shared", data=b"one secret, two replicas")
 

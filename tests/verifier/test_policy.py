@@ -180,6 +180,22 @@ def test_store_directory_with_a_broken_policy_fails_clearly(engine: RegorusEngin
         PolicyStore(engine, tmp_path)
 
 
+def test_stores_sharing_a_directory_see_each_others_changes(engine: RegorusEngine, tmp_path: Path) -> None:
+    """Replicas share the directory: a policy set through one is what the other reads next."""
+    first, second = PolicyStore(engine, tmp_path), PolicyStore(engine, tmp_path)
+    assert second.get("default_cpu") == DEFAULT
+    for hardware in (2, 3):  # changed twice, the second time at once: each write is seen
+        edited = f'package policy\nimport rego.v1\ntrust_claims := {{"hardware": {hardware}}}\n'
+        first.set("default_cpu", edited)
+        assert second.get("default_cpu") == edited
+    first.set("new_cpu", DEFAULT)
+    assert second.list() == ["default_cpu", "new_cpu"]
+    assert second.get("new_cpu") == DEFAULT
+    (tmp_path / "new_cpu.rego").unlink()
+    with pytest.raises(PolicyError, match="'new_cpu' not found"):
+        second.get("new_cpu")
+
+
 # ---- default policy
 
 SAMPLE = {

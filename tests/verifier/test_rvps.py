@@ -91,6 +91,20 @@ def test_persistence_round_trip_in_upstream_record_format(tmp_path: Path) -> Non
     assert reopened.query("snp_launch_measurement") == ["aa" * 48]
 
 
+def test_stores_sharing_a_file_see_and_keep_each_others_values(tmp_path: Path) -> None:
+    """Replicas share the file: each query sees the latest registrations, and a registration
+    through one store keeps what another registered meanwhile."""
+    path = tmp_path / "rv.json"
+    first, second = ReferenceValueStore(path, clock=Clock(NOW)), ReferenceValueStore(path, clock=Clock(NOW))
+    assert second.query("a") is None
+    first.register(message({"a": [1]}))
+    assert second.query("a") == [1]
+    second.register(message({"b": [2]}))
+    first.register(message({"a": [3]}))
+    assert (second.query("a"), second.query("b")) == ([3], [2])
+    assert (first.query("a"), first.query("b")) == ([3], [2])
+
+
 def test_expired_record_in_store_file_reads_as_absent(tmp_path: Path) -> None:
     path = tmp_path / "rv.json"
     record = {"version": "0.1.0", "name": "old", "expiration": "2020-01-01T00:00:00Z", "value": [1]}
