@@ -56,6 +56,19 @@ class LocalPod:
         return found
 
 
+def _first(directory: Path, pattern: str) -> Path | None:
+    return next(directory.glob(pattern), None)
+
+
+async def _agent_socket(vms: Path) -> Path:
+    """The stand-in agent's socket: the tunnel can be up (forwarder listening) a moment before it."""
+    for _ in range(200):
+        if found := _first(vms, "*/agent.sock"):
+            return found
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"no agent socket under {vms}")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -81,7 +94,7 @@ async def local_pod(*adaptor_args: str) -> AsyncIterator[LocalPod]:
         sandbox_id = secrets.token_hex(32)
         agent_socket = await hypervisor.create_vm(sandbox_id, shim_annotations("bench", "default"))
         await hypervisor.start_vm(sandbox_id)
-        direct = next((scratch / "vms").glob("*/agent.sock"))
+        direct = await _agent_socket(scratch / "vms")
         try:
             yield LocalPod(hypervisor, sandbox_id, agent_socket, str(direct), scratch, adaptor.pid)
         finally:

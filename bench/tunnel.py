@@ -24,15 +24,21 @@ from protocols.ttrpc.client import Client
 CHECK = health_pb2.CheckRequest().SerializeToString()
 
 
-async def latencies(socket: str, count: int) -> list[float]:
-    async with await Client.connect_unix(socket) as client:
+async def latencies(direct_socket: str, tunnel_socket: str, count: int) -> tuple[list[float], list[float]]:
+    """Sequential calls, alternating between the two paths so both see the same machine state."""
+    async with (
+        await Client.connect_unix(direct_socket) as direct,
+        await Client.connect_unix(tunnel_socket) as tunnel,
+    ):
         for _ in range(200):
-            await client.call(HEALTH_SERVICE, "Check", CHECK)
-        samples = []
+            await direct.call(HEALTH_SERVICE, "Check", CHECK)
+            await tunnel.call(HEALTH_SERVICE, "Check", CHECK)
+        samples: tuple[list[float], list[float]] = ([], [])
         for _ in range(count):
-            begin = time.perf_counter()
-            await client.call(HEALTH_SERVICE, "Check", CHECK)
-            samples.append(time.perf_counter() - begin)
+            for client, out in ((direct, samples[0]), (tunnel, samples[1])):
+                begin = time.perf_counter()
+                await client.call(HEALTH_SERVICE, "Check", CHECK)
+                out.append(time.perf_counter() - begin)
     return samples
 
 
@@ -81,8 +87,7 @@ async def bulk_mb_per_second(socket: str, messages: int, concurrency: int) -> fl
 
 async def main(args: argparse.Namespace) -> None:
     async with local_pod() as pod:
-        direct = await latencies(pod.direct_socket, args.count)
-        tunnel = await latencies(pod.agent_socket, args.count)
+        direct, tunnel = await latencies(pod.direct_socket, pod.agent_socket, args.count)
         ratio = percentile(tunnel, 0.5) / percentile(direct, 0.5)
         print(f"unary Health.Check direct to agent : {summary_ms(direct)}")
         print(f"unary Health.Check through tunnel  : {summary_ms(tunnel)}")
