@@ -97,14 +97,38 @@ def test_sets_come_back_as_json_lists(engine: RegorusEngine) -> None:
     assert result == {"data.policy.s": [1, 2, 3]}
 
 
-def test_engine_can_be_used_from_other_threads(engine: RegorusEngine) -> None:
-    """regorus engines are bound to their thread; ours caches one compiled engine per thread."""
+@pytest.fixture
+def unsendable(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What regorus reports when an engine is freed on another thread than its own (it leaks)."""
+    reports: list[str] = []
+
+    def hook(report: Any) -> None:
+        if "unsendable" in str(report.exc_value):
+            reports.append(str(report.exc_value))
+
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    return reports
+
+
+def test_engine_can_be_used_from_other_threads(engine: RegorusEngine, unsendable: list[str]) -> None:
+    """regorus engines are bound to their thread; ours caches one compiled engine per thread, freed
+    on that thread when it ends."""
     engine.evaluate(DEFAULT, {}, RULES)
     results: list[Any] = []
     worker = threading.Thread(target=lambda: results.append(engine.evaluate(DEFAULT, {}, RULES)[RULES[0]]))
     worker.start()
     worker.join()
     assert results and results[0]["hardware"] == 97
+    gc.collect()
+    assert unsendable == []
+
+
+def test_evaluations_on_one_cached_policy_do_not_leak_into_each_other(engine: RegorusEngine) -> None:
+    policy = "package policy\nimport rego.v1\nx := input.a\ny := count(input)\n"
+    rules = ["data.policy.x", "data.policy.y"]
+    assert engine.evaluate(policy, {"a": 1, "b": 2}, rules) == {"data.policy.x": 1, "data.policy.y": 2}
+    assert engine.evaluate(policy, {}, rules) == {"data.policy.x": None, "data.policy.y": 0}
+    assert engine.evaluate(policy, {"a": [3]}, rules) == {"data.policy.x": [3], "data.policy.y": 1}
 
 
 BAD_POLICY = "package policy\nthis is not rego\n"
@@ -120,12 +144,9 @@ FAILING_HOST_CALL = "package policy\nimport rego.v1\nx := query_reference_value(
     ids=["compile", "evaluate"],
 )
 def test_a_failure_does_not_carry_an_engine_to_another_thread(
-    fail: Callable[[RegorusEngine], object], monkeypatch: pytest.MonkeyPatch
+    fail: Callable[[RegorusEngine], object], unsendable: list[str]
 ) -> None:
-    """regorus refuses to free an engine on another thread than its own (it leaks, with an
-    "unsendable" warning): the error of a failed call, dropped elsewhere, must not hold one."""
-    unraisable: list[str] = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda report: unraisable.append(str(report.exc_value)))
+    """The error of a failed call, dropped on another thread, must not hold a regorus engine."""
     engine = RegorusEngine({"query_reference_value": (1, lambda name: name.upper())})
     errors: list[PolicyError] = []
 
@@ -142,7 +163,7 @@ def test_a_failure_does_not_carry_an_engine_to_another_thread(
     assert len(errors) == 1
     errors.clear()  # the error's last reference goes, on this thread
     gc.collect()
-    assert [message for message in unraisable if "unsendable" in message] == []
+    assert unsendable == []
 
 
 # ---- store

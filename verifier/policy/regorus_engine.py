@@ -1,45 +1,41 @@
 """`PolicyEngine` on regorus (PyPI `gordon-to-regorus`): Rego v1, host functions as regorus extensions.
 
 A regorus Engine must be created, used and dropped on one thread (pyo3 `unsendable`: anything else
-panics). So each `RegorusEngine` owns one worker thread that does all regorus work; callers from any
-thread hand it jobs and wait. The worker keeps compiled policies (keyed by their hash) and evaluates
-on clones: about 190 us for the default policy against 520 us with a fresh compile.
+leaks it, with a warning). So compiled policies are cached per thread, in thread-local storage that
+Python clears on the thread itself when it ends, and every call runs on its caller's thread: no
+hand-off to a worker thread, which cost three times the evaluation. Evaluations run on clones of the
+cached engine: about 100 us for the default policy against 500 us with a fresh compile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
-import queue
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
 import regorus
 
 from verifier.policy.engine import HostFunctions, PolicyError
 
-_CACHED_POLICIES = 32
+_CACHED_POLICIES = 32  # per thread, over every RegorusEngine
 _NO_SUCH_RULE = "not a valid rule path"
 _UNDEFINED_JSON = '"<undefined>"'
-_T = TypeVar("_T")
 
-Cache = dict[str, regorus.Engine]
-Job = Callable[[Cache], None]
+# Per thread: (RegorusEngine serial, policy hash) -> compiled engine. Keyed by serial, not by the
+# RegorusEngine itself: an entry must never be dropped from another thread when its owner goes away;
+# entries of owners gone are evicted here, on their thread, as the cache fills.
+_local = threading.local()
+_serials = itertools.count()
 
 
 def _diagnostic(exc: BaseException) -> str:
     """regorus' message without the Rust backtrace it appends when RUST_BACKTRACE is set."""
     return str(exc).split("\nStack backtrace:", 1)[0].strip()
-
-
-def _serve(jobs: queue.SimpleQueue[Job | None]) -> None:
-    """The worker: the cache is local here, so every engine is also dropped on this thread."""
-    cache: Cache = {}
-    while (job := jobs.get()) is not None:
-        job(cache)
 
 
 def _compile(policy: str, functions: HostFunctions) -> regorus.Engine:
@@ -59,15 +55,27 @@ def _compile(policy: str, functions: HostFunctions) -> regorus.Engine:
     raise PolicyError(f"policy does not compile: {message}")
 
 
-def _compiled(cache: Cache, policy: str, functions: HostFunctions) -> regorus.Engine:
-    key = hashlib.sha256(policy.encode("utf-8")).hexdigest()
+def _compiled(key: tuple[int, str], policy: str, functions: HostFunctions, rule: str) -> regorus.Engine:
+    cache: dict[tuple[int, str], regorus.Engine] | None = getattr(_local, "engines", None)
+    if cache is None:
+        cache = _local.engines = {}
     engine = cache.get(key)
     if engine is None:
         engine = _compile(policy, functions)
+        _prepare(engine, rule)
         if len(cache) >= _CACHED_POLICIES:
-            cache.pop(next(iter(cache)))
+            del cache[next(iter(cache))]
         cache[key] = engine
     return engine
+
+
+def _prepare(engine: regorus.Engine, rule: str) -> None:
+    """regorus analyses a policy at its first evaluation, and clones made afterwards share that work:
+    one throwaway evaluation (empty input; result and errors ignored) makes every evaluation on a
+    clone about 2.5 times faster. Each clone gets its own input; nothing else carries over."""
+    engine.set_input_json("{}")
+    with contextlib.suppress(RuntimeError):
+        engine.eval_rule(rule)
 
 
 def _evaluate(engine: regorus.Engine, input_doc: Mapping[str, Any], rules: Sequence[str]) -> dict[str, Any]:
@@ -118,28 +126,14 @@ class RegorusEngine:
         self._forwarders = {
             name: (nargs, _forwarder(me, name)) for name, (nargs, _) in self.functions.items()
         }
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        threading.Thread(target=_serve, args=(self._jobs,), name="regorus", daemon=True).start()
-        weakref.finalize(self, self._jobs.put, None)
-
-    def _run(self, work: Callable[[Cache], _T]) -> _T:
-        future: Future[_T] = Future()
-
-        def job(cache: Cache) -> None:
-            try:
-                future.set_result(work(cache))
-            except Exception as exc:  # handed to the caller, re-raised there
-                future.set_exception(exc)
-
-        self._jobs.put(job)
-        return future.result()
+        self._serial = next(_serials)
 
     def check(self, policy: str) -> None:
-        functions = self._forwarders
-        self._run(lambda cache: _compile(policy, functions))
+        _compile(policy, self._forwarders)
 
     def evaluate(self, policy: str, input_doc: Mapping[str, Any], rules: Sequence[str]) -> dict[str, Any]:
-        functions = self._forwarders
-        return self._run(
-            lambda cache: _evaluate(_compiled(cache, policy, functions).clone(), input_doc, rules)
-        )
+        if not rules:
+            self.check(policy)
+            return {}
+        key = (self._serial, hashlib.sha256(policy.encode("utf-8")).hexdigest())
+        return _evaluate(_compiled(key, policy, self._forwarders, rules[0]).clone(), input_doc, rules)
