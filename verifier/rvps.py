@@ -184,11 +184,19 @@ class ReferenceValueStore:
                     ) from None
         return [value.name for value in values]
 
-    def query(self, name: str) -> Any | None:
-        """The value registered under `name`, or None when there is none or it has expired."""
-        with self._lock:
-            if self._path is not None:
+    def refresh(self) -> None:
+        """Re-read the file if another replica changed it (one stat when it did not)."""
+        if self._path is not None:
+            with self._lock:
                 self._refresh(self._path)
+
+    def query(self, name: str, *, refresh: bool = True) -> Any | None:
+        """The value registered under `name`, or None when there is none or it has expired.
+        `refresh=False` answers from the values as last read: for the many queries of one appraisal,
+        after one `refresh`."""
+        if refresh:
+            self.refresh()
+        with self._lock:
             value = self._values.get(name)
         if value is None or value.expired(self._clock()):
             return None

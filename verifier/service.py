@@ -106,7 +106,7 @@ class AttestationService:
     def _query_reference_value(self, name: Any) -> Any:
         if not isinstance(name, str):
             raise TypeError("query_reference_value takes a reference value name (a string)")
-        return self.rvps.query(name)
+        return self.rvps.query(name, refresh=False)  # `_appraise` refreshed once for all its queries
 
     # ---- attestation
 
@@ -192,6 +192,7 @@ class AttestationService:
     def _appraise(self, item: _Attested, policy_id: str) -> dict[str, Any]:
         full_id = f"{policy_id}_{item.tee_class}"
         policy = self.policies.get(full_id)
+        self.rvps.refresh()
         results = self._engine.evaluate(policy, item.annotated_evidence, [TRUST_CLAIMS_RULE, EXTENSIONS_RULE])
         vector = _trust_vector(results[TRUST_CLAIMS_RULE], full_id)
         extensions = _extensions(results[EXTENSIONS_RULE], full_id)

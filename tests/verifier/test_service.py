@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -28,6 +29,7 @@ from verifier.binding import (
 from verifier.ear import TokenSettings
 from verifier.errors import VerificationError
 from verifier.policy import PolicyError
+from verifier.rvps import ReferenceValueStore
 from verifier.service import AttestationService, RequestError, ServiceSettings, VerificationRequest
 
 RUNTIME = {"nonce": "bm9uY2U", "tee-pubkey": {"kty": "EC", "crv": "P-256", "x": "eA", "y": "eQ"}}
@@ -121,6 +123,26 @@ def test_policy_that_accepts_sample_gives_affirming(service: AttestationService)
     assert cpu0["ear.trustworthiness-vector"] == {"executables": 3, "hardware": 2}
     assert cpu0["ear.appraisal-policy-id"] == "demo"
     assert "ear.trustee.identifiers" not in cpu0  # this policy has no extensions
+
+
+def test_replicas_sharing_storage_appraise_with_each_others_policies_and_values(tmp_path: Path) -> None:
+    """Two services on one policy directory and reference value file (KBS replicas): what is set
+    through one, while both run, is what the other appraises with."""
+    first, second = (
+        AttestationService(rvps=ReferenceValueStore(tmp_path / "rv.json"), policy_dir=tmp_path / "policies")
+        for _ in range(2)
+    )
+
+    def status() -> str:
+        token = second.attest("sample", bound_evidence(), StructuredRuntimeData(RUNTIME), policy_ids=["demo"])
+        return str(claims_of(second, token)["submods"]["cpu0"]["ear.status"])
+
+    first.set_policy("demo_cpu", ALLOW_SAMPLE)
+    assert status() == "contraindicated"  # no reference values yet
+    register(first, {"svn": ["1"], "launch_digest": ["abcde"]})
+    assert status() == "affirming"
+    register(first, {"launch_digest": ["other"]})
+    assert status() == "warning"  # executables no longer match: 33
 
 
 def test_expired_or_missing_reference_values_do_not_count(service: AttestationService) -> None:
