@@ -31,11 +31,13 @@ from protocols.kbs import (
     b64url_encode,
     tee_pubkey_of,
 )
+from verifier.lru import LruCache
 
 ENC_A256GCM = "A256GCM"
 _CEK_BYTES = 32
 _IV_BYTES = 12
 _TAG_BYTES = 16
+_EC_KEYS: LruCache[EcPublicJwk, ec.EllipticCurvePublicKey] = LruCache(1024)
 _OAEP_SHA256 = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
@@ -50,15 +52,25 @@ def concat_kdf_otherinfo(alg: str, key_bits: int) -> bytes:
 
 
 def check_key(tee_pubkey: TeePubKey) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
-    """The usable public key for `tee_pubkey`, or `JweError` saying why it cannot be used."""
+    """The usable public key for `tee_pubkey`, or `JweError` saying why it cannot be used.
+
+    Checked EC keys are remembered: /attest checks the key and the session's /resource requests
+    encrypt to it. Only EC keys, whose size is fixed once checked (an RSA JWK could be megabytes)."""
     expected = ALG_ECDH_ES_A256KW if isinstance(tee_pubkey, EcPublicJwk) else ALG_RSA_OAEP_256
     if tee_pubkey.alg != expected:
         kind = "EC" if isinstance(tee_pubkey, EcPublicJwk) else "RSA"
         raise JweError(f"{kind} tee-pubkey alg {tee_pubkey.alg[:30]!r} is not supported (only {expected})")
+    if isinstance(tee_pubkey, EcPublicJwk):
+        known = _EC_KEYS.get(tee_pubkey)
+        if known is not None:
+            return known
     try:
-        return tee_pubkey.public_key()
+        key = tee_pubkey.public_key()
     except KbsProtocolError as exc:
         raise JweError(str(exc)) from None
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(tee_pubkey, EcPublicJwk):
+        _EC_KEYS.put(tee_pubkey, key)
+    return key
 
 
 def _protected(header: dict[str, object]) -> str:

@@ -46,6 +46,7 @@ from protocols.kbs import (
 )
 from protocols.kbs import report_data as report_data_field
 from verifier.errors import VerificationError
+from verifier.lru import LruCache
 from verifier.x509util import check_validity, load_der_certificate, load_pem_certificates, verify_issued_by
 
 ANNOTATED_EVIDENCE_PATH = "/submods/cpu0/ear.veraison.annotated-evidence"
@@ -60,6 +61,7 @@ TEE_KEY_PATHS = (
 INIT_DATA_CLAIMS_PATH = ANNOTATED_EVIDENCE_PATH + "/init_data_claims"
 _ANNOTATION_KEYS = frozenset({"report_data", "init_data", "runtime_data_claims", "init_data_claims"})
 _MAX_CHAIN = 8
+_STORED_TOKENS = 256  # sessions between /attest and their /resource requests, per replica
 
 
 class TokenError(ValueError):
@@ -155,6 +157,7 @@ class TokenVerifier:
             except VerificationError as exc:
                 raise TokenError(str(exc)) from None
         self._paths = (*self.settings.extra_teekey_paths, *TEE_KEY_PATHS)
+        self._stored: LruCache[str, VerifiedToken] = LruCache(_STORED_TOKENS)
 
     def verify(self, token: str) -> VerifiedToken:
         try:
@@ -166,18 +169,25 @@ class TokenVerifier:
         return self._verified(jws)
 
     def stored(self, token: str) -> VerifiedToken:
-        """A token read back from the session store, where this KBS's own attestation service put it.
+        """A token read back from the session store, where this KBS's own attestation service put it;
+        kept parsed for its next reads (the session's resource requests).
 
         Its signature is not checked again: the store lives beside the token signing key (same
         directory, same access), so whoever could alter a stored token could as well sign a new
         one -- a second check would cost a signature verification per resource and prove nothing.
         Expiry and the TEE key are read as for any token."""
+        verified = self._stored.get(token)
         try:
-            jws = parse(token)
-            check_times(jws.claims, self._clock())
+            if verified is None:
+                jws = parse(token)
+                check_times(jws.claims, self._clock())
+                verified = self._verified(jws, check_key_binding=False)
+                self._stored.put(token, verified)  # /attest just stored it: /resource comes next
+            else:
+                check_times(verified.claims, self._clock())
         except JwtError as exc:
             raise TokenError(str(exc)) from None
-        return self._verified(jws, check_key_binding=False)
+        return verified
 
     def _verified(self, jws: Jws, *, check_key_binding: bool = True) -> VerifiedToken:
         return VerifiedToken(

@@ -201,6 +201,18 @@ def test_tee_key_paths() -> None:
     assert json_pointer({"a": [1]}, "/a/5") is None
 
 
+def test_a_stored_token_read_again_is_still_checked_for_expiry() -> None:
+    key = tee_key()
+    now = [1_800_000_000.0]
+    token = EarSigner.ephemeral().sign(ear_claims(key, bound_report_data(key), now=int(now[0])))
+    verifier = TokenVerifier(clock=lambda: now[0])
+    assert verifier.stored(token).tee_pubkey == key
+    assert verifier.stored(token).tee_pubkey == key  # the session's next resource request
+    now[0] += 301
+    with pytest.raises(TokenError, match="expired"):
+        verifier.stored(token)
+
+
 def signer_key(signer: EarSigner) -> Any:
     from kbs.jwt import public_key_from_jwk
 
