@@ -140,8 +140,9 @@ FAILING_HOST_CALL = "package policy\nimport rego.v1\nx := query_reference_value(
     [
         lambda engine: engine.check(BAD_POLICY),
         lambda engine: engine.evaluate(FAILING_HOST_CALL, {}, ["data.policy.x"]),
+        lambda engine: engine.evaluate(BAD_POLICY, {}, RULES),
     ],
-    ids=["compile", "evaluate"],
+    ids=["compile", "evaluate", "evaluate-uncompilable"],
 )
 def test_a_failure_does_not_carry_an_engine_to_another_thread(
     fail: Callable[[RegorusEngine], object], unsendable: list[str]
