@@ -374,7 +374,7 @@ async def _one(port: int, tee: str, material: SnpMaterial) -> bytes:
 
 
 def _time(work: Callable[[], object], iterations: int) -> float:
-    """CPU seconds per call (all threads of this process: the policy engine has its own)."""
+    """CPU seconds per call (all threads of this process)."""
     start = time.process_time()
     for _ in range(iterations):
         work()

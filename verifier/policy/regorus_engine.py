@@ -140,8 +140,8 @@ def _outcome(
 
 
 def _forwarder(owner: weakref.ref[RegorusEngine], name: str) -> Callable[..., Any]:
-    """What regorus holds for a host function: only a weak reference back, so cached engines do not
-    keep their owner (and its worker thread) alive."""
+    """What regorus holds for a host function: only a weak reference back, so the engines cached per
+    thread, which may outlive their owner, do not keep it (and its host functions' objects) alive."""
 
     def call(*args: Any) -> Any:
         engine = owner()
