@@ -33,12 +33,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from kbs.admin import AdminAuth, AdminConfigError
 from kbs.broker import Broker
-from kbs.fsutil import temp_name
 from kbs.metrics import KbsMetrics
 from kbs.policy import ResourcePolicy, ResourcePolicyError
 from kbs.sessions import SessionStore, SessionStoreError
 from kbs.store import FileResourceStore, MemoryResourceStore, ResourceStore, StoreError
 from kbs.token import TokenError, TokenSettings, TokenVerifier, own_keys_of
+from protocols.atomicfile import temp_name
 from verifier.api import VerifierRegistry
 from verifier.server import config as as_config
 from verifier.service import AttestationService

@@ -19,7 +19,7 @@ from typing import Any
 
 import regorus
 
-from kbs.fsutil import atomic_write
+from protocols.atomicfile import atomic_write
 
 POLICY_ID = "resource-policy"
 POLICY_RULE = "data.policy.allow"

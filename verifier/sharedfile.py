@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from protocols.atomicfile import atomic_write
 
 Stamp = tuple[int, int, int, int]
 
@@ -33,18 +34,8 @@ def read(path: Path) -> tuple[Stamp, bytes]:
 
 
 def replace(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary sibling (a dot name no reader lists), fsync, rename over `path`."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Replace `path` whole (temporary sibling, fsync, rename), so each write gives a new inode."""
+    atomic_write(path, data)
 
 
 @contextmanager

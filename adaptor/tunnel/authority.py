@@ -10,7 +10,6 @@ directory, so a restarted adaptor can still reach the pod VMs it started before.
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from protocols.atomicfile import atomic_write
 
 VALIDITY = datetime.timedelta(days=730)
 ORGANIZATION = "cloud-api-adaptor"
@@ -125,17 +126,6 @@ def _load_or_create(
     cert_path, key_path = directory / f"{role}.crt", directory / f"{role}.key"
     if not (cert_path.exists() and key_path.exists()):
         pair = _self_signed(common_name, ca=usage is None, usage=usage)
-        _write_private(key_path, pair.key_pem)
-        _write_private(cert_path, pair.cert_pem)
+        atomic_write(key_path, pair.key_pem.encode(), 0o600)
+        atomic_write(cert_path, pair.cert_pem.encode(), 0o600)
     return KeyPair(cert_path.read_text(), key_path.read_text())
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically with mode 0600 from the start, so a key is never briefly world-readable."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)

@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from kbs.fsutil import TEMP_MARK, atomic_write
 from kbs.store.base import ResourceNotFound, ResourcePath, StoreError
+from protocols.atomicfile import TEMP_MARK, atomic_write
 
 STALE_TEMP_SECONDS = 3600.0
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW

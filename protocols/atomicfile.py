@@ -1,4 +1,8 @@
-"""Crash-safe file replacement: readers see the old content or the new, never a partial file."""
+"""Crash-safe file replacement: readers see the old content or the new, never a partial file.
+
+Shared by everything that persists state: the adaptor's tunnel identities, the KBS's resources and
+policies, the attestation service's shared files, process-user-data's outputs in the pod VM.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         try:
+            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
