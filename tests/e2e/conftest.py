@@ -16,7 +16,14 @@ import pytest
 
 from podvm.image.build import BuildResult, build
 from podvm.image.config import ImageConfig, default_cache_dir, host_mirror
-from tests.e2e.stack import LibvirtDaemon, ScratchPool, kvm_problem, new_run_id, tool_problem
+from tests.e2e.stack import (
+    LibvirtDaemon,
+    ScratchPool,
+    kvm_group_access,
+    kvm_problem,
+    new_run_id,
+    tool_problem,
+)
 
 
 def provider_has_domain_type() -> bool:
@@ -69,7 +76,7 @@ def podvm_image(domain_type: str) -> Iterator[BuildResult]:
 
 @pytest.fixture(scope="session")
 def libvirtd(domain_type: str) -> Iterator[LibvirtDaemon]:
-    with LibvirtDaemon() as daemon:
+    with kvm_group_access(), LibvirtDaemon() as daemon:
         yield daemon
 
 

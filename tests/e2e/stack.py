@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
 import re
 import secrets
@@ -106,6 +107,33 @@ def _connect(uri: str = URI) -> Any:
     # Errors are handled where they are caught; libvirt would also print each one on stderr.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     return libvirt.open(uri)
+
+
+@contextlib.contextmanager
+def kvm_group_access() -> Iterator[None]:
+    """/dev/kvm as udev sets it on a standard Debian host (group kvm, mode 0660), for the run.
+
+    Without udev the node stays root-only; libvirt's QEMU user (in group kvm) then cannot open it,
+    and libvirt re-probes QEMU's capabilities on every domain define (over a minute each here).
+    The original owner and mode are restored afterwards.
+    """
+    kvm = Path("/dev/kvm")
+    try:
+        before = kvm.stat()
+        group = grp.getgrnam("kvm").gr_gid
+    except (OSError, KeyError):
+        yield
+        return
+    if before.st_gid == group and before.st_mode & 0o060 == 0o060:
+        yield
+        return
+    os.chown(kvm, -1, group)
+    os.chmod(kvm, (before.st_mode & 0o7777) | 0o060)
+    try:
+        yield
+    finally:
+        os.chown(kvm, -1, before.st_gid)
+        os.chmod(kvm, before.st_mode & 0o7777)
 
 
 @dataclass
