@@ -7,7 +7,9 @@ menu and no timeout. The command line is inside the signed-able image, not edita
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +41,7 @@ def kernel_cmdline(root_partuuid: str, extra: Sequence[str] = ()) -> str:
 def pe_image_end(stub: bytes) -> int:
     """ImageBase + SizeOfImage of a PE32+ file: where sections may be added after it."""
     try:
-        (pe_offset,) = struct.unpack_from("<I", stub, 0x3C)
-        if stub[pe_offset : pe_offset + 4] != b"PE\0\0":
-            raise ImageBuildError("the EFI stub is not a PE file")
+        pe_offset = _pe_offset(stub)
         optional = pe_offset + 24
         (magic,) = struct.unpack_from("<H", stub, optional)
         if magic != 0x20B:
@@ -51,6 +51,43 @@ def pe_image_end(stub: bytes) -> int:
     except struct.error:
         raise ImageBuildError("the EFI stub is truncated") from None
     return int(image_base + size_of_image)
+
+
+def _pe_offset(image: bytes) -> int:
+    (pe_offset,) = struct.unpack_from("<I", image, 0x3C)
+    if image[pe_offset : pe_offset + 4] != b"PE\0\0":
+        raise ImageBuildError("the EFI image is not a PE file")
+    return int(pe_offset)
+
+
+def pe_checksum(image: bytes, checksum_offset: int) -> int:
+    """The PE optional header CheckSum: the 16-bit words summed with end-around carry (the field
+    itself counted as zero), plus the file length."""
+    data = bytearray(image)
+    data[checksum_offset : checksum_offset + 4] = bytes(4)
+    if len(data) % 2:
+        data.append(0)
+    words = array.array("H", bytes(data))
+    if sys.byteorder == "big":
+        words.byteswap()
+    total = sum(words)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return (total + len(image)) & 0xFFFFFFFF
+
+
+def stamp_pe(image: bytes, epoch: int) -> bytes:
+    """`image` with its COFF TimeDateStamp set to `epoch` and the CheckSum recomputed: objcopy
+    writes the time of the build there, which would make every build differ."""
+    try:
+        pe_offset = _pe_offset(image)
+        data = bytearray(image)
+        struct.pack_into("<I", data, pe_offset + 8, epoch & 0xFFFFFFFF)
+        checksum_offset = pe_offset + 24 + 64
+        struct.pack_into("<I", data, checksum_offset, pe_checksum(bytes(data), checksum_offset))
+    except struct.error:
+        raise ImageBuildError("the EFI image is truncated") from None
+    return bytes(data)
 
 
 @dataclass(frozen=True)
@@ -72,9 +109,17 @@ def section_addresses(image_end: int, sections: Sequence[Section]) -> list[tuple
 
 
 def build_uki(
-    runner: Runner, stub: Path, kernel: Path, initrd: Path, cmdline: str, os_release: Path, out: Path
+    runner: Runner,
+    stub: Path,
+    kernel: Path,
+    initrd: Path,
+    cmdline: str,
+    os_release: Path,
+    out: Path,
+    epoch: int,
 ) -> None:
-    """Write the unified kernel image `out` (sections .osrel, .cmdline, .linux, .initrd)."""
+    """Write the unified kernel image `out` (sections .osrel, .cmdline, .linux, .initrd), stamped
+    with `epoch`."""
     cmdline_file = out.with_suffix(".cmdline")
     cmdline_file.write_text(cmdline + "\n")
     parts = {".osrel": os_release, ".cmdline": cmdline_file, ".linux": kernel, ".initrd": initrd}
@@ -86,3 +131,5 @@ def build_uki(
             "--change-section-vma", f"{section.name}={address:#x}",
         ]  # fmt: skip
     runner.run([*argv, stub, out])
+    out.write_bytes(stamp_pe(out.read_bytes(), epoch))
+    cmdline_file.unlink()

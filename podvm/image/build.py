@@ -238,14 +238,16 @@ def image_stage(
     cmdline = boot.kernel_cmdline(disk.ROOT_PARTUUID)
     with runner.step("unified kernel image"):
         uki = staging / "BOOTX64.EFI"
-        boot.build_uki(runner, STUB, kernel, initrd, cmdline, root / "usr/lib/os-release", uki)
+        boot.build_uki(
+            runner, STUB, kernel, initrd, cmdline, root / "usr/lib/os-release", uki, config.source_date_epoch
+        )
     _clamp_mtimes(root, config.source_date_epoch)
-    os.utime(uki, (config.source_date_epoch, config.source_date_epoch))
     with runner.step("file systems and disk (no loop devices)"):
         root_size = disk.root_fs_size(disk.tree_size(root))
         layout = disk.plan_layout(disk.ESP_SIZE, root_size)
-        disk.make_root_fs(runner, root, staging / "root.ext4", layout.root_size)
-        disk.make_esp(runner, staging / "esp.vfat", layout.esp_size, {ESP_BOOT_PATH: uki})
+        epoch = config.source_date_epoch
+        disk.make_root_fs(runner, root, staging / "root.ext4", layout.root_size, epoch)
+        disk.make_esp(runner, staging / "esp.vfat", layout.esp_size, {ESP_BOOT_PATH: uki}, epoch)
         output = _fresh_dir(staging / "out")
         disk.assemble(runner, output / RAW, layout, staging / "esp.vfat", staging / "root.ext4")
     with runner.step("qcow2"):

@@ -9,11 +9,14 @@ the same bytes.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from podvm.image.errors import ImageBuildError
 from podvm.image.runner import Runner
 
 MIB = 1024 * 1024
@@ -89,7 +92,10 @@ def root_fs_size(content_bytes: int) -> int:
     return align_mib(int(content_bytes * 1.1) + 64 * MIB + ROOT_HEADROOM)
 
 
-def make_root_fs(runner: Runner, rootfs: Path, image: Path, size: int) -> None:
+def make_root_fs(runner: Runner, rootfs: Path, image: Path, size: int, epoch: int) -> None:
+    """ext4 filled from `rootfs`, every inode's atime and ctime set to `epoch` afterwards: mke2fs
+    copies the source files' ctimes, which no tool can set, and their atimes, which reading them
+    moves; E2FSPROGS_FAKE_TIME covers only the superblock."""
     image.unlink(missing_ok=True)
     runner.run(
         [
@@ -98,10 +104,30 @@ def make_root_fs(runner: Runner, rootfs: Path, image: Path, size: int) -> None:
             "-d", rootfs, image, f"{size // 1024}k",
         ]
     )  # fmt: skip
+    script = image.with_suffix(".debugfs")
+    script.write_text(ctime_script(rootfs, epoch))
+    runner.run(["debugfs", "-w", "-f", script, image])
+    script.unlink()
 
 
-def make_esp(runner: Runner, image: Path, size: int, files: Mapping[str, Path]) -> None:
-    """A FAT32 ESP holding `files` (ESP path like "EFI/BOOT/BOOTX64.EFI" -> source)."""
+def ctime_script(rootfs: Path, epoch: int) -> str:
+    """debugfs commands setting atime and ctime of every path of `rootfs` (and "/") to `epoch`."""
+    paths = ["/"]
+    for directory, dirs, files in os.walk(rootfs):
+        for name in (*dirs, *files):
+            paths.append("/" + Path(directory, name).relative_to(rootfs).as_posix())
+    for path in paths:
+        if '"' in path or "\n" in path:
+            raise ImageBuildError(f"cannot quote {path!r} for debugfs")
+    return "".join(
+        f'sif "{path}" {field} @{epoch}\n' for path in sorted(paths) for field in ("atime", "ctime")
+    )
+
+
+def make_esp(runner: Runner, image: Path, size: int, files: Mapping[str, Path], epoch: int) -> None:
+    """A FAT32 ESP holding `files` (ESP path like "EFI/BOOT/BOOTX64.EFI" -> source). The files are
+    staged as a tree with every timestamp at `epoch` and copied with `mcopy -s -m`, which keeps
+    them (directories made by `mmd` would get the clock's time)."""
     image.unlink(missing_ok=True)
     runner.run(
         [
@@ -109,15 +135,15 @@ def make_esp(runner: Runner, image: Path, size: int, files: Mapping[str, Path]) 
             "-C", image, str(size // 1024),
         ]
     )  # fmt: skip
-    made: set[str] = set()
-    for esp_path, source in sorted(files.items()):
-        parts = esp_path.split("/")
-        for depth in range(1, len(parts)):
-            directory = "/".join(parts[:depth])
-            if directory not in made:
-                runner.run(["mmd", "-i", image, f"::/{directory}"])
-                made.add(directory)
-        runner.run(["mcopy", "-m", "-i", image, source, f"::/{esp_path}"])
+    with tempfile.TemporaryDirectory(prefix="peerpods-esp-") as scratch:
+        tree = Path(scratch)
+        for esp_path, source in files.items():
+            target = tree / esp_path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        for path in sorted(tree.rglob("*"), reverse=True):
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
+        runner.run(["mcopy", "-s", "-m", "-i", image, *sorted(tree.iterdir()), "::"])
 
 
 def _copy_into(disk: Path, offset: int, part: Path) -> None:

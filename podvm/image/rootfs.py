@@ -140,4 +140,6 @@ def clean(root: Path) -> None:
     for rel in _REMOVED:
         _remove(root / rel)
     (root / "etc/machine-id").write_text("")
-    (root / "etc/hostname").write_text("peerpod\n")
+    hostname = root / "etc/hostname"
+    hostname.write_text("peerpod\n")
+    hostname.chmod(0o644)

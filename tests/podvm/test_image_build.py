@@ -16,6 +16,7 @@ from podvm.image.config import FALLBACK_MIRROR, host_mirror, mirror_from_sources
 from podvm.image.errors import ImageBuildError
 from podvm.image.runner import Runner, build_env
 
+EPOCH = 1735689600
 DEB822 = """Types: deb
 # http://snapshot.debian.org/archive/debian/20250520T000000Z
 URIs: http://deb.debian.org/debian
@@ -133,6 +134,34 @@ def test_bad_stub_is_rejected(data, message):
         boot.pe_image_end(data)
 
 
+def test_stamp_pe_sets_the_time_and_a_valid_checksum():
+    image = _pe(0, 0x1000) + b"\x01\x02\x03"  # odd length: the last byte is padded
+    stamped = boot.stamp_pe(image, EPOCH)
+    assert struct.unpack_from("<I", stamped, 0x80 + 8)[0] == EPOCH
+    checksum_offset = 0x80 + 24 + 64
+    stored = struct.unpack_from("<I", stamped, checksum_offset)[0]
+    assert stored == boot.pe_checksum(stamped, checksum_offset) != 0
+    assert boot.stamp_pe(stamped, EPOCH) == stamped
+    assert stamped[: 0x80 + 8] == image[: 0x80 + 8]
+
+
+def test_stamp_pe_checksum_matches_objcopy(tmp_path):
+    """objcopy fills in the CheckSum of the PE it writes; ours must agree with it."""
+    stub = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+    if not (stub.exists() and shutil.which("objcopy")):
+        pytest.skip("needs systemd-boot-efi and binutils")
+    extra = tmp_path / "extra"
+    extra.write_bytes(bytes(range(256)) * 17)
+    out = tmp_path / "out.efi"
+    subprocess.run(
+        ["objcopy", "--add-section", f".osrel={extra}", "--change-section-vma", ".osrel=0x30000", stub, out],
+        check=True,
+    )
+    data = out.read_bytes()
+    checksum_offset = struct.unpack_from("<I", data, 0x3C)[0] + 24 + 64
+    assert struct.unpack_from("<I", data, checksum_offset)[0] == boot.pe_checksum(data, checksum_offset)
+
+
 def test_real_stub_leaves_room_for_sections():
     stub = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
     if not stub.exists():
@@ -172,12 +201,52 @@ def test_project_files_are_the_wheel_sources():
     assert not any("__pycache__" in f or f.startswith("tests/") for f in files)
 
 
-_TOOLS = ("sfdisk", "mkfs.ext4", "mkfs.fat", "mmd", "mcopy", "mdir")
+_TOOLS = ("sfdisk", "mkfs.ext4", "debugfs", "mkfs.fat", "mcopy", "mdir")
 
 
-@pytest.mark.skipif(
+needs_disk_tools = pytest.mark.skipif(
     not all(shutil.which(t) for t in _TOOLS), reason="needs fdisk, e2fsprogs, dosfstools, mtools"
 )
+
+
+def _make_disk(runner, tree, efi, layout, image):
+    parts = image.parent
+    disk.make_root_fs(runner, tree, parts / "root.ext4", layout.root_size, EPOCH)
+    disk.make_esp(runner, parts / "esp.vfat", layout.esp_size, {"EFI/BOOT/BOOTX64.EFI": efi}, EPOCH)
+    disk.assemble(runner, image, layout, parts / "esp.vfat", parts / "root.ext4")
+    return image
+
+
+@needs_disk_tools
+def test_same_tree_gives_the_same_disk_bytes(tmp_path):
+    """Status changes of the source (ctimes) and the clock do not reach the disk."""
+    runner = Runner(tmp_path / "build.log", build_env(EPOCH), quiet=True)
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("peerpod\n")
+    efi = tmp_path / "BOOTX64.EFI"
+    efi.write_bytes(b"MZ")
+    for path in (tree, tree / "etc", tree / "etc" / "hostname", efi):
+        os.utime(path, (EPOCH, EPOCH))
+    layout = disk.plan_layout(33 * disk.MIB, 8 * disk.MIB)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _make_disk(runner, tree, efi, layout, tmp_path / "a" / "disk.raw").read_bytes()
+    (tree / "etc" / "hostname").chmod(0o600)  # new ctimes, same content and mode in the end
+    (tree / "etc" / "hostname").chmod(0o644)
+    efi.chmod(0o600)
+    efi.chmod(0o644)
+    second = _make_disk(runner, tree, efi, layout, tmp_path / "b" / "disk.raw").read_bytes()
+    assert first == second
+
+
+def test_ctime_script_refuses_unquotable_paths(tmp_path):
+    (tmp_path / 'say "hi"').write_text("")
+    with pytest.raises(ImageBuildError, match="cannot quote"):
+        disk.ctime_script(tmp_path, EPOCH)
+
+
+@needs_disk_tools
 def test_disk_is_assembled_from_files(tmp_path):
     """A real GPT disk with a FAT ESP and an ext4 root, made with no loop device, then read back."""
     runner = Runner(tmp_path / "build.log", build_env(1735689600), quiet=True)
@@ -187,10 +256,7 @@ def test_disk_is_assembled_from_files(tmp_path):
     efi = tmp_path / "BOOTX64.EFI"
     efi.write_bytes(b"MZ not really an EFI binary")
     layout = disk.plan_layout(33 * disk.MIB, 8 * disk.MIB)
-    disk.make_root_fs(runner, tree, tmp_path / "root.ext4", layout.root_size)
-    disk.make_esp(runner, tmp_path / "esp.vfat", layout.esp_size, {"EFI/BOOT/BOOTX64.EFI": efi})
-    image = tmp_path / "disk.raw"
-    disk.assemble(runner, image, layout, tmp_path / "esp.vfat", tmp_path / "root.ext4")
+    image = _make_disk(runner, tree, efi, layout, tmp_path / "disk.raw")
 
     assert image.stat().st_size == layout.total
     dump = subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, check=True).stdout
