@@ -316,7 +316,8 @@ class ConsoleWatcher:
         self.owner = owner
         self.poll_s = poll_s
         self.consoles: dict[str, Console] = {}  # by sandbox id
-        self.defined_at: dict[str, float] = {}
+        self.defined_at: dict[str, float] = {}  # by sandbox id: when first seen running
+        self.domain_names: list[str] = []  # every domain of `owner` seen, console or not
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -351,8 +352,10 @@ class ConsoleWatcher:
         if metadata is None or metadata.tags.get(OWNER_TAG) != self.owner:
             return
         sandbox_id = metadata.tags.get(SANDBOX_TAG, name)
-        self.defined_at[sandbox_id] = time.monotonic()
-        console = Console(name)
+        if name not in self.domain_names:
+            self.domain_names.append(name)
+            self.defined_at[sandbox_id] = time.monotonic()
+        console = Console(name)  # the PTY may not be assigned yet: then the next poll retries
         console.start(domain, conn)
         self.consoles[sandbox_id] = console
 
@@ -528,9 +531,7 @@ def new_run_id() -> str:
 # -- what must be gone afterwards -----------------------------------------------------------------
 
 
-def leftovers(
-    owner: str, domain_names: Iterator[str] | list[str], pool: ScratchPool | None = None
-) -> list[str]:
+def leftovers(owner: str, domain_names: list[str], pool: ScratchPool | None = None) -> list[str]:
     """What a run left: domains of `owner`, volumes besides the base one, and QEMU processes or
     NVRAM files of the domains it made."""
     conn = _connect()

@@ -93,7 +93,7 @@ async def test_pod_runs_in_a_real_vm(
             raise
         finally:
             await adaptor.stop()
-        names = [console.domain_name for console in consoles.consoles.values()]
+        names = list(consoles.domain_names)
         print(result.timeline.render())
     assert names, "no pod VM domain was seen"
     assert result.exit_status == 0, result.stderr.decode()
