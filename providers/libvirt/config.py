@@ -89,6 +89,13 @@ SETTINGS: list[Setting] = [
         help="QEMU user-mode networking, the forwarder port forwarded to a 127.0.0.1 port",
     ),
     Setting(
+        "domain-type",
+        "LIBVIRT_DOMAIN_TYPE",
+        str,
+        "kvm",
+        help="kvm, or qemu for software emulation (TCG) where KVM cannot run the guest; never confidential",
+    ),
+    Setting(
         "ip-timeout",
         "LIBVIRT_IP_TIMEOUT",
         float,
@@ -96,6 +103,9 @@ SETTINGS: list[Setting] = [
         help="seconds to wait for the VM's IP address (DHCP lease or guest agent)",
     ),
 ]
+
+
+DOMAIN_TYPES = ("kvm", "qemu")
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,7 @@ class LibvirtConfig:
     root_disk_gib: int = DEFAULT_ROOT_DISK_GIB
     user_network: bool = False
     ip_timeout_s: float = 60.0
+    domain_type: str = "kvm"
 
     @property
     def root_disk_bytes(self) -> int:
@@ -143,6 +154,7 @@ def parse_config(values: Mapping[str, SettingValue | None]) -> LibvirtConfig:
     memory = int(_number(values, "memory", 8192))
     root_gib = int(_number(values, "root_disk_size", DEFAULT_ROOT_DISK_GIB))
     ip_timeout = _number(values, "ip_timeout", 60.0)
+    domain_type = _text(values, "domain_type") or "kvm"
 
     for text, names in ((uri, "-uri or LIBVIRT_URI"), (pool, "-pool-name or LIBVIRT_POOL")):
         if not text:
@@ -162,6 +174,12 @@ def parse_config(values: Mapping[str, SettingValue | None]) -> LibvirtConfig:
     if user_network and urlsplit(uri).hostname not in (None, "", "localhost", "127.0.0.1", "::1"):
         problems.append(
             f"LIBVIRT_USER_NETWORK forwards ports on the libvirt host's loopback, which {uri} is not"
+        )
+    if domain_type not in DOMAIN_TYPES:
+        problems.append(f"LIBVIRT_DOMAIN_TYPE {domain_type!r} is not one of: {', '.join(DOMAIN_TYPES)}")
+    elif domain_type == "qemu" and not disable_cvm:
+        problems.append(
+            "LIBVIRT_DOMAIN_TYPE=qemu (software emulation) cannot run confidential VMs: set DISABLECVM=true"
         )
     if cpuset and not _CPUSET.match(cpuset):
         problems.append(
@@ -197,6 +215,7 @@ def parse_config(values: Mapping[str, SettingValue | None]) -> LibvirtConfig:
         root_disk_gib=root_gib or DEFAULT_ROOT_DISK_GIB,
         user_network=user_network,
         ip_timeout_s=ip_timeout,
+        domain_type=domain_type,
     )
 
 

@@ -89,6 +89,7 @@ class DomainSpec:
     launch_security: LaunchSecurity = LaunchSecurity.NONE
     cpuset: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    domain_type: str = "kvm"
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,9 @@ def _user_network_args(parent: ET.Element, network: UserNetwork, s390: bool, con
     hostfwd = f"tcp:{network.host_address}:{network.host_port}-:{network.guest_port}"
     device = ["virtio-net-ccw" if s390 else "virtio-net-pci", f"netdev={_USER_NETDEV_ID}"]
     if not s390:
+        # A fixed slot on the root bus: without one QEMU takes slot 1, which libvirt's first
+        # pcie-root-port already holds, and refuses to start.
+        device += ["bus=pcie.0", "addr=0x10"]
         device.append("romfile=")  # no PXE option ROM: the VM boots from disk only
     if confidential:
         device.append("iommu_platform=on")
@@ -204,7 +208,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
     """The domain XML for `spec`: q35 + OVMF on x86_64, s390-ccw-virtio for IBM Secure Execution."""
     s390 = spec.launch_security is LaunchSecurity.S390_PV
     confidential = spec.launch_security.confidential
-    domain = ET.Element("domain", type="kvm")
+    domain = ET.Element("domain", type=spec.domain_type)
     _sub(domain, "name", spec.name)
     _sub(domain, "description", DESCRIPTION)
     _metadata(domain, spec)

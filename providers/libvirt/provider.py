@@ -253,6 +253,7 @@ class LibvirtProvider:
             launch_security=self._security,
             cpuset=config.cpuset,
             tags={**request.tags, OWNER_TAG: self.owner, SANDBOX_TAG: request.sandbox_id},
+            domain_type=config.domain_type,
         )
 
     async def _ready_instance(self, domain: libvirt.virDomain, request: CreateRequest) -> Instance:

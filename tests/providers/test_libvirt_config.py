@@ -44,6 +44,7 @@ def test_upstream_flag_and_environment_names() -> None:
         # ours
         "firmware-vars": "LIBVIRT_EFI_VARS",
         "user-network": "LIBVIRT_USER_NETWORK",
+        "domain-type": "LIBVIRT_DOMAIN_TYPE",
         "ip-timeout": "LIBVIRT_IP_TIMEOUT",
     }
 
@@ -129,3 +130,14 @@ def test_empty_launch_security_is_decided_by_the_host() -> None:
         resolve_launch_security(auto, "x86_64")  # fail closed: no silently plain VM
     explicit = config_from({"DISABLECVM": "false", "LIBVIRT_LAUNCH_SECURITY": "sev-snp"})
     assert resolve_launch_security(explicit, "x86_64") is LaunchSecurity.SEV_SNP
+
+
+def test_domain_type_is_kvm_or_software_emulation_and_never_confidential() -> None:
+    base = resolve(SETTINGS, None, {"LIBVIRT_URI": "qemu:///system"})
+    assert parse_config(base).domain_type == "kvm"
+    assert parse_config({**base, "domain_type": "qemu"}).domain_type == "qemu"
+    with pytest.raises(ConfigError, match="LIBVIRT_DOMAIN_TYPE 'xen'"):
+        parse_config({**base, "domain_type": "xen"})
+    confidential = {**base, "domain_type": "qemu", "disable_cvm": False, "launch_security": "sev-snp"}
+    with pytest.raises(ConfigError, match="cannot run confidential VMs"):
+        parse_config(confidential)

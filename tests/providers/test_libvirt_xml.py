@@ -172,7 +172,7 @@ def test_user_network_forwards_the_forwarder_port_to_loopback() -> None:
         "-netdev",
         f"user,id=ppnet0,hostfwd=tcp:127.0.0.1:41234-:{FORWARDER_PORT}",
         "-device",
-        "virtio-net-pci,netdev=ppnet0,romfile=",
+        "virtio-net-pci,netdev=ppnet0,bus=pcie.0,addr=0x10,romfile=",
     ]
     metadata = read_metadata(text)
     assert metadata is not None and metadata.forwarded_port == 41234
@@ -183,7 +183,7 @@ def test_user_network_in_a_confidential_guest_uses_the_iommu() -> None:
         spec(network=UserNetwork(host_port=41234), launch_security=LaunchSecurity.SEV_SNP)
     )
     args = [arg.get("value") for arg in parsed(text).iter(f"{{{QEMU_NS}}}arg")]
-    assert args[-1] == "virtio-net-pci,netdev=ppnet0,romfile=,iommu_platform=on"
+    assert args[-1] == "virtio-net-pci,netdev=ppnet0,bus=pcie.0,addr=0x10,romfile=,iommu_platform=on"
 
 
 def test_metadata_round_trip_with_awkward_values() -> None:
