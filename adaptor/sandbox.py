@@ -126,8 +126,16 @@ class SandboxManager:
             initdata_for(self.config, pod.init_data_toml),
         )
         request = CreateRequest(record.instance_name, record.id, user_data, pod.spec)
-        async with asyncio.timeout(deadline_s):
-            instance = await self.provider.create_instance(request)
+        create = asyncio.ensure_future(self.provider.create_instance(request))
+        try:
+            async with asyncio.timeout(deadline_s):
+                instance = await asyncio.shield(create)
+        except BaseException:
+            # The cloud call may still be running (SDK calls run in threads and cannot be
+            # interrupted): let it finish, so the cleanup that follows sees what it made.
+            with contextlib.suppress(Exception):
+                await _shielded(create)
+            raise
         if not instance.ips:
             raise ProviderError(f"instance {instance.id} has no IP address")
         record = self.store.put(
@@ -284,13 +292,21 @@ class SandboxManager:
 
 
 async def _shielded(work: Awaitable[T]) -> T:
-    """Finish cleanup even when the caller's deadline cancels us: a half-done delete leaks a VM."""
+    """Finish cleanup even when the caller is cancelled, however often: a half-done delete or an
+    unawaited create leaks a VM. A cancellation is re-raised once the work is done."""
     task = asyncio.ensure_future(asyncio.wait_for(work, CLEANUP_TIMEOUT_S))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 async def _retrying(call: Callable[[], Awaitable[T]], attempts: int = 3) -> T:

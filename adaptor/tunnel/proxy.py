@@ -38,7 +38,9 @@ class AgentProxy:
             return await Client.connect_tcp(host, port, tls, server_hostname=server_name)
 
         name = f"pod VM {server_name} at {host}:{port}"
-        self.upstream = Upstream(dial, timeout_s=dial_timeout_s, name=name)
+        # Backoff capped at 1 s (upstream caps at 5 s): a booting pod VM is dialled cheaply, and a
+        # long last wait would add seconds to every pod start.
+        self.upstream = Upstream(dial, timeout_s=dial_timeout_s, max_backoff_s=1.0, name=name)
         self._server = Server(factory=lambda: RelayConnection(self.upstream, AGENT_METHODS, interceptors))
 
     async def start(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
@@ -17,21 +18,28 @@ class MemoryCloud:
     fail_create: ProviderError | None = None
     port: int | None = None
     deleted: list[str] = field(default_factory=list)
+    create_delay_s: float = 0.0
     name: str = "memory"
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     async def create_instance(self, request: CreateRequest) -> Instance:
         if self.fail_create is not None:
             raise self.fail_create
-        instance = Instance(
-            f"i-{next(self._ids):04d}",
-            request.name,
-            (ipaddress.ip_address("127.0.0.1"),),
-            request.sandbox_id,
-            self.port,
-        )
-        self.instances[instance.id] = instance
-        return instance
+
+        async def provision() -> Instance:
+            await asyncio.sleep(self.create_delay_s)
+            instance = Instance(
+                f"i-{next(self._ids):04d}",
+                request.name,
+                (ipaddress.ip_address("127.0.0.1"),),
+                request.sandbox_id,
+                self.port,
+            )
+            self.instances[instance.id] = instance
+            return instance
+
+        # Like an SDK call in a worker thread: once sent, cancelling the caller does not stop it.
+        return await asyncio.shield(asyncio.ensure_future(provision()))
 
     async def delete_instance(self, instance_id: str) -> None:
         if self.instances.pop(instance_id, None) is None:

@@ -121,3 +121,15 @@ async def test_worker_rewrite_hooks() -> None:
         await no_gpu[(AGENT_SERVICE, "CreateContainer")](request.SerializeToString())
     )
     assert dict(plain.OCI.Annotations) == {"a": "b"}
+
+
+async def test_deadline_during_a_slow_create_still_deletes_what_it_made(
+    memory_adaptor: InProcessAdaptor,
+) -> None:
+    memory_adaptor.cloud.create_delay_s = 0.6
+    await memory_adaptor.hypervisor.create_vm("sb-slow-create", shim_annotations("p", "ns"))
+    with pytest.raises(TtrpcError) as info:
+        await memory_adaptor.hypervisor.start_vm("sb-slow-create", timeout=0.2)
+    assert info.value.code == Code.DEADLINE_EXCEEDED
+    await memory_adaptor.hypervisor.stop_vm("sb-slow-create")
+    assert memory_adaptor.cloud.instances == {} and len(memory_adaptor.cloud.deleted) == 1
