@@ -19,8 +19,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from kbs.jwt import Jws, JwtError, PublicKey, check_times, load_public_key_pem, parse, verify_signature
+from kbs.jwt import JwtError, PublicKey, check_times, load_public_key_pem, parse, verify_signature
 from kbs.token import TokenError, load_jwk_set
+from protocols.jws import Jws
 
 log = logging.getLogger(__name__)
 

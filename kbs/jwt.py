@@ -11,7 +11,6 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -19,7 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from protocols.kbs import KbsProtocolError, b64url_decode, loads
+from protocols.jws import Jws, parse_jws
+from protocols.kbs import KbsProtocolError, b64url_decode
 
 MAX_TOKEN_CHARS = 256 * 1024
 
@@ -41,35 +41,12 @@ class JwtError(ValueError):
     """The token is malformed, its signature does not verify, or its key cannot be used."""
 
 
-@dataclass(frozen=True, slots=True)
-class Jws:
-    header: dict[str, Any]
-    claims: dict[str, Any]
-    signing_input: bytes
-    signature: bytes
-
-    @property
-    def alg(self) -> str:
-        alg = self.header.get("alg")
-        return alg if isinstance(alg, str) else ""
-
-
 def parse(token: str) -> Jws:
     """Split and decode a compact JWS whose payload is a JSON object (not yet verified)."""
-    if len(token) > MAX_TOKEN_CHARS:
-        raise JwtError(f"token is longer than {MAX_TOKEN_CHARS} characters")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise JwtError("token is not a compact JWS (three dot-separated parts)")
     try:
-        header = loads(b64url_decode(parts[0], "token header"), "token header")
-        claims = loads(b64url_decode(parts[1], "token payload"), "token payload")
-        signature = b64url_decode(parts[2], "token signature")
+        return parse_jws(token, MAX_TOKEN_CHARS)
     except KbsProtocolError as exc:
         raise JwtError(str(exc)) from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise JwtError("token header and payload must be JSON objects")
-    return Jws(header, claims, (parts[0] + "." + parts[1]).encode("ascii"), signature)
 
 
 def verify_signature(jws: Jws, key: PublicKey) -> None:

@@ -25,7 +25,6 @@ from typing import Any
 from cryptography import x509
 
 from kbs.jwt import (
-    Jws,
     JwtError,
     PublicKey,
     check_times,
@@ -35,6 +34,7 @@ from kbs.jwt import (
     public_key_from_jwk,
     verify_signature,
 )
+from protocols.jws import Jws
 from protocols.kbs import (
     DEFAULT_HASH_ALGORITHM,
     KbsProtocolError,

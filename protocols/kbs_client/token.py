@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from protocols.kbs import KbsProtocolError, b64url_decode, loads
+from protocols.jws import json_object, split_compact
+from protocols.kbs import KbsProtocolError
 from protocols.kbs_client.errors import TokenFormatError
 
 MAX_TOKEN_LENGTH = 1024 * 1024
@@ -21,17 +22,11 @@ class Token:
 
     @classmethod
     def parse(cls, content: str) -> Token:
-        if len(content) > MAX_TOKEN_LENGTH:
-            raise TokenFormatError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
-        parts = content.split(".")
-        if len(parts) != 3:
-            raise TokenFormatError("token is not a JWT (header.claims.signature)")
         try:
-            claims = loads(b64url_decode(parts[1], "token claims"), "token claims")
+            # The guest cannot verify the token; it only reads its validity window.
+            claims = json_object(split_compact(content, MAX_TOKEN_LENGTH)[1], "token claims")
         except KbsProtocolError as exc:
             raise TokenFormatError(str(exc)) from None
-        if not isinstance(claims, dict):
-            raise TokenFormatError("token claims are not a JSON object")
         return cls(content=content, exp=_timestamp(claims, "exp"), nbf=_timestamp(claims, "nbf"))
 
     def is_valid(self, now: float | None = None) -> bool:
