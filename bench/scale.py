@@ -28,7 +28,8 @@ from pathlib import Path
 
 from protocols.ttrpc.status import TtrpcError
 from shimdriver.driver import HypervisorClient, shim_annotations
-from tests.chaos.harness import AdaptorProcess, AwsCloud, aws_cloud
+from tests.adaptor_process import AdaptorProcess
+from tests.chaos.harness import AwsCloud, aws_cloud
 from tests.fakes.ec2_front import TokenBucket, burst_needed, latency
 
 OWNER = "scale-bench"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,11 +19,11 @@ from adaptor.hypervisor import hypervisor_services
 from adaptor.sandbox import SandboxManager
 from adaptor.state import StateStore
 from adaptor.tunnel.authority import TunnelAuthority
-from protocols.ttrpc.client import Client
 from protocols.ttrpc.server import Server
 from providers.settings import resolve
 from shimdriver.driver import HypervisorClient
 from tests.adaptor.fake_cloud import MemoryCloud
+from tests.adaptor_process import AdaptorProcess
 
 
 @pytest.fixture
@@ -36,52 +34,18 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@dataclass
-class AdaptorProcess:
-    directory: Path
-    process: asyncio.subprocess.Process | None = None
+class LocalAdaptor(AdaptorProcess):
+    """`cloud-api-adaptor local`, its pod VMs (process trees) under `directory/vms`."""
 
-    @property
-    def socket(self) -> Path:
-        return self.directory / "hypervisor.sock"
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, dict(os.environ), "local", ("--local-dir", str(directory / "vms")))
 
     @property
     def vms(self) -> Path:
         return self.directory / "vms"
 
-    @property
-    def hypervisor(self) -> HypervisorClient:
-        return HypervisorClient(self.socket)
-
     def local_vms(self) -> list[str]:
         return sorted(p.name for p in self.vms.glob("*")) if self.vms.exists() else []
-
-    async def start(self, *extra: str) -> None:
-        binary = Path(sys.executable).with_name("cloud-api-adaptor")
-        self.process = await asyncio.create_subprocess_exec(
-            str(binary), "local",
-            "--socket", str(self.socket), "--pods-dir", str(self.directory / "pods"),
-            "--state-dir", str(self.directory / "state"), "--local-dir", str(self.vms), *extra,
-            stdout=asyncio.subprocess.DEVNULL, stderr=(self.directory / "adaptor.log").open("ab"),
-        )  # fmt: skip
-        for _ in range(400):
-            assert self.process.returncode is None, (self.directory / "adaptor.log").read_text()
-            with contextlib.suppress(OSError):
-                client = await Client.connect_unix(self.socket)
-                await client.close()
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("adaptor did not start")
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            await self.process.wait()
 
 
 async def _kill_local_vms(vms: Path) -> None:
@@ -91,8 +55,8 @@ async def _kill_local_vms(vms: Path) -> None:
 
 
 @pytest.fixture
-async def adaptor(short_dir: Path) -> AsyncIterator[AdaptorProcess]:
-    process = AdaptorProcess(short_dir)
+async def adaptor(short_dir: Path) -> AsyncIterator[LocalAdaptor]:
+    process = LocalAdaptor(short_dir)
     await process.start()
     yield process
     await process.stop()

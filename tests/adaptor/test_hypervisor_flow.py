@@ -13,10 +13,10 @@ from protocols.proto import agent_pb2, hypervisor_pb2, oci_pb2, podvminfo_pb2
 from protocols.ttrpc.client import Client
 from protocols.ttrpc.status import Code, TtrpcError
 from shimdriver.driver import AgentClient, run_pod, shim_annotations
-from tests.adaptor.conftest import AdaptorProcess
+from tests.adaptor.conftest import LocalAdaptor
 
 
-async def test_full_pod_lifecycle(adaptor: AdaptorProcess) -> None:
+async def test_full_pod_lifecycle(adaptor: LocalAdaptor) -> None:
     result = await run_pod(
         adaptor.hypervisor, secrets.token_hex(32), ["sh", "-c", "echo out; echo err >&2; exit 3"]
     )
@@ -29,7 +29,7 @@ async def test_full_pod_lifecycle(adaptor: AdaptorProcess) -> None:
     assert adaptor.local_vms() == []
 
 
-async def test_version_and_podvminfo(adaptor: AdaptorProcess) -> None:
+async def test_version_and_podvminfo(adaptor: LocalAdaptor) -> None:
     sandbox = secrets.token_hex(32)
     assert await adaptor.hypervisor.version() == "0.1.0"
     await adaptor.hypervisor.create_vm(sandbox, shim_annotations("web", "shop"))
@@ -56,7 +56,7 @@ async def test_version_and_podvminfo(adaptor: AdaptorProcess) -> None:
     await adaptor.hypervisor.stop_vm(sandbox)
 
 
-async def test_stop_vm_is_idempotent(adaptor: AdaptorProcess) -> None:
+async def test_stop_vm_is_idempotent(adaptor: LocalAdaptor) -> None:
     sandbox = secrets.token_hex(32)
     await adaptor.hypervisor.create_vm(sandbox, shim_annotations("p", "ns"))
     await adaptor.hypervisor.start_vm(sandbox)
@@ -67,7 +67,7 @@ async def test_stop_vm_is_idempotent(adaptor: AdaptorProcess) -> None:
     assert adaptor.local_vms() == []
 
 
-async def test_create_vm_validates_its_input(adaptor: AdaptorProcess) -> None:
+async def test_create_vm_validates_its_input(adaptor: LocalAdaptor) -> None:
     with pytest.raises(TtrpcError) as missing:
         await adaptor.hypervisor.create_vm(
             secrets.token_hex(8), {"io.kubernetes.cri.sandbox-namespace": "ns"}
@@ -81,7 +81,7 @@ async def test_create_vm_validates_its_input(adaptor: AdaptorProcess) -> None:
     assert unknown.value.code == Code.NOT_FOUND
 
 
-async def test_restart_while_a_pod_runs(adaptor: AdaptorProcess) -> None:
+async def test_restart_while_a_pod_runs(adaptor: LocalAdaptor) -> None:
     sandbox = secrets.token_hex(32)
     socket = await adaptor.hypervisor.create_vm(sandbox, shim_annotations("long", "ns"))
     await adaptor.hypervisor.start_vm(sandbox)

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +22,7 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
-from protocols.ttrpc.client import Client
 from providers.base import OWNER_TAG, SANDBOX_TAG
-from shimdriver.driver import HypervisorClient
 from tests.chaos.fleet import PodVMFleet, no_delay
 from tests.chaos.moto_server import moto_server
 from tests.fakes.ec2_front import Ec2Front, Hold, TokenBucket, no_hold
@@ -144,70 +140,3 @@ async def aws_cloud(
         url = await front.start()
         stack.push_async_callback(front.close)
         yield AwsCloud(url, front, fleet, admin, subnet_id, image_id)
-
-
-@dataclass
-class AdaptorProcess:
-    """`cloud-api-adaptor aws` as the node runs it; files (sockets, state, log) under `directory`."""
-
-    directory: Path
-    env: dict[str, str]
-    process: asyncio.subprocess.Process | None = None
-
-    @property
-    def socket(self) -> Path:
-        return self.directory / "hypervisor.sock"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.directory / "state"
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "adaptor.log"
-
-    @property
-    def hypervisor(self) -> HypervisorClient:
-        return HypervisorClient(self.socket)
-
-    async def start(self, timeout_s: float = 60.0) -> None:
-        """Start it and wait until it serves, i.e. after its start-up reconciliation."""
-        await self.spawn()
-        await self.serving(timeout_s)
-
-    async def spawn(self) -> None:
-        """Start it without waiting: it validates its settings, then reconciles, then serves."""
-        binary = Path(sys.executable).with_name("cloud-api-adaptor")
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                str(binary), "aws",
-                "--socket", str(self.socket), "--pods-dir", str(self.directory / "pods"),
-                "--state-dir", str(self.state_dir),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=log, env=self.env,
-            )  # fmt: skip
-
-    async def serving(self, timeout_s: float) -> None:
-        assert self.process is not None
-        async with asyncio.timeout(timeout_s):
-            while True:
-                if self.process.returncode is not None:
-                    raise AssertionError(f"adaptor exited with {self.process.returncode}: see {self.log}")
-                with contextlib.suppress(OSError):
-                    client = await Client.connect_unix(self.socket)
-                    await client.close()
-                    return
-                await asyncio.sleep(0.05)
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                await self.kill()

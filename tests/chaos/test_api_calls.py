@@ -12,7 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from shimdriver.driver import shim_annotations
-from tests.chaos.harness import AdaptorProcess, aws_cloud
+from tests.adaptor_process import AdaptorProcess
+from tests.chaos.harness import aws_cloud
 
 PODS = 3
 

@@ -37,7 +37,8 @@ from protocols.proto import podvminfo_pb2
 from protocols.ttrpc.client import Client
 from protocols.ttrpc.status import TtrpcError
 from shimdriver.driver import AgentClient, HypervisorClient, shim_annotations
-from tests.chaos.harness import AdaptorProcess, AwsCloud, aws_cloud
+from tests.adaptor_process import AdaptorProcess
+from tests.chaos.harness import AwsCloud, aws_cloud
 from tests.fakes.ec2_front import latency
 
 SEED = int(os.environ.get("CHAOS_SEED", "20261129"))

@@ -12,7 +12,8 @@ import asyncio
 import signal
 from pathlib import Path
 
-from tests.chaos.harness import AdaptorProcess, aws_cloud
+from tests.adaptor_process import AdaptorProcess
+from tests.chaos.harness import aws_cloud
 
 SHIMS = 200
 

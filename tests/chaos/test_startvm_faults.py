@@ -8,7 +8,8 @@ import pytest
 
 from protocols.ttrpc.status import Code, TtrpcError
 from shimdriver.driver import shim_annotations
-from tests.chaos.harness import AdaptorProcess, aws_cloud
+from tests.adaptor_process import AdaptorProcess
+from tests.chaos.harness import aws_cloud
 
 
 @pytest.mark.parametrize(

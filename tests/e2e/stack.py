@@ -8,7 +8,6 @@ ever looks at (and removes) what it made itself.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import grp
 import os
@@ -28,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from protocols.initdata import encode_initdata
-from protocols.ttrpc.client import Client
 from providers.base import OWNER_TAG, SANDBOX_TAG
 from providers.libvirt.domain_xml import read_metadata
-from shimdriver.driver import HypervisorClient
+from tests.adaptor_process import AdaptorProcess
 
 URI = "qemu:///system"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -460,50 +458,12 @@ url = "{kbs_url}"
 # -- the adaptor ----------------------------------------------------------------------------------
 
 
-@dataclass
-class LibvirtAdaptor:
-    """`cloud-api-adaptor libvirt` as a process, its state in `directory`."""
+class LibvirtAdaptor(AdaptorProcess):
+    """`cloud-api-adaptor libvirt` as a process, its state in `directory`, its instances tagged `owner`."""
 
-    directory: Path
-    owner: str
-    env: Mapping[str, str]
-    process: asyncio.subprocess.Process | None = None
-
-    @property
-    def socket(self) -> Path:
-        return self.directory / "hypervisor.sock"
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "adaptor.log"
-
-    @property
-    def hypervisor(self) -> HypervisorClient:
-        return HypervisorClient(self.socket)
-
-    async def start(self) -> None:
-        binary = Path(sys.executable).with_name("cloud-api-adaptor")
-        self.process = await asyncio.create_subprocess_exec(
-            str(binary), "libvirt",
-            "--socket", str(self.socket), "--pods-dir", str(self.directory / "pods"),
-            "--state-dir", str(self.directory / "state"), "--owner", self.owner,
-            env={**os.environ, **self.env},
-            stdout=asyncio.subprocess.DEVNULL, stderr=self.log.open("ab"),
-        )  # fmt: skip
-        for _ in range(600):
-            if self.process.returncode is not None:
-                raise RuntimeError(f"cloud-api-adaptor exited:\n{self.log.read_text()}")
-            with contextlib.suppress(OSError):
-                client = await Client.connect_unix(self.socket)
-                await client.close()
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"cloud-api-adaptor did not start:\n{self.log.read_text()}")
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            await self.process.wait()
+    def __init__(self, directory: Path, owner: str, env: Mapping[str, str]) -> None:
+        super().__init__(directory, {**os.environ, **env}, "libvirt", ("--owner", owner))
+        self.owner = owner
 
 
 def adaptor_env(pool: ScratchPool, domain_type: str = "kvm", **extra: str) -> dict[str, str]:
