@@ -28,6 +28,7 @@ from protocols.tunnel_tls import client_context
 from providers.base import (
     CapacityError,
     CreateRequest,
+    Instance,
     InstanceNotFound,
     InvalidRequestError,
     Provider,
@@ -244,6 +245,7 @@ class SandboxManager:
         records = {record.id: record for record in self.store.all()}
         instances = await _retrying(self.provider.list_instances)
         seen: set[str] = set()
+        strays = []
         for instance in instances:
             record = records.get(instance.sandbox_id)
             if (
@@ -252,10 +254,10 @@ class SandboxManager:
                 and instance.id == record.instance_id
             ):
                 seen.add(record.id)
-                continue
-            log.warning("deleting stray instance %s (sandbox %r)", instance.id, instance.sandbox_id or "?")
-            with contextlib.suppress(InstanceNotFound):
-                await self.provider.delete_instance(instance.id)
+            else:
+                strays.append(instance)
+        # Concurrently: after a crash there can be dozens; the provider's rate limiter paces the calls.
+        await asyncio.gather(*(self._delete_stray(instance) for instance in strays))
         for record in records.values():
             if record.state == SandboxState.RUNNING and record.id not in seen:
                 log.error("sandbox %s: instance %s vanished; marking it lost", record.id, record.instance_id)
@@ -277,6 +279,11 @@ class SandboxManager:
                         error="adaptor restarted mid-operation",
                     )
                 )
+
+    async def _delete_stray(self, instance: Instance) -> None:
+        log.warning("deleting stray instance %s (sandbox %r)", instance.id, instance.sandbox_id or "?")
+        with contextlib.suppress(InstanceNotFound):
+            await self.provider.delete_instance(instance.id)
 
     async def close(self) -> None:
         """Stop serving; pod VMs keep running and are resumed by the next start."""
