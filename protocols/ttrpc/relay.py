@@ -60,7 +60,9 @@ class Upstream:
             try:
                 async for attempt in AsyncRetrying(
                     stop=stop_after_delay(self._timeout_s),
-                    wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s),
+                    # tenacity's default jitter adds up to a whole second to every wait, i.e. to every
+                    # pod start; 50 ms is enough to keep many proxies from dialling in lockstep.
+                    wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s, jitter=0.05),
                     retry=retry_if_exception_type(DIAL_ERRORS),
                     before_sleep=self._log_retry,
                     reraise=True,
