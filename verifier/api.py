@@ -59,7 +59,7 @@ def _snp(config: VerifierConfig) -> Verifier:
 
 def _tdx(config: VerifierConfig) -> Verifier:
     dcap = dict(config.get("dcap_verifier") or {})
-    source = import_verifier("verifier.tdx.sources", "source_from_config")(**dcap)
+    source = import_verifier("verifier.dcap.sources", "source_from_config")(**dcap)
     verifier: Verifier = import_verifier("verifier.tdx", "TdxVerifier")(source=source)
     return verifier
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from verifier.tdx.store import RawCollateral
+from verifier.dcap.store import RawCollateral
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SGX_OID = "1.2.840.113741.1.13.1"

@@ -14,14 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.verifier import tdx_builder as b
+from verifier.dcap.collateral import parse_qe_identity, parse_tcb_info, split_document
+from verifier.dcap.pck import parse_sgx_extension
+from verifier.dcap.sources import crl_der, parse_pcs_client_tool
+from verifier.dcap.store import load_collateral
 from verifier.errors import VerificationError
 from verifier.tdx import RawCollateral, TdxVerifier
-from verifier.tdx.collateral import parse_qe_identity, parse_tcb_info, split_document
 from verifier.tdx.eventlog import event_claims, parse_ccel, replay
-from verifier.tdx.pck import parse_sgx_extension
 from verifier.tdx.quote import parse_quote
-from verifier.tdx.sources import crl_der, parse_pcs_client_tool
-from verifier.tdx.store import load_collateral
 from verifier.tdx.verifier import QuoteDecoder, parse_evidence
 
 PKI = b.make_pki()

@@ -14,9 +14,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from tests.verifier import tdx_builder as b
+from verifier.dcap.sources import crl_der, source_from_config
 from verifier.errors import VerificationError
 from verifier.tdx import OfflineSource, PcsSource, TdxVerifier
-from verifier.tdx.sources import crl_der, source_from_config
 
 PKI = b.make_pki()
 

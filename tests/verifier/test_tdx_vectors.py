@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from tests.verifier import vectors_dir
+from verifier.dcap.pck import verify_pck_chain
+from verifier.dcap.x509chain import INTEL_SGX_ROOT_CA_SHA256, load_intel_root
 from verifier.errors import VerificationError
 from verifier.tdx import CollateralNeeded, RawCollateral, TdxOptions, TdxVerifier
 from verifier.tdx.claims import quote_map, td_attributes
 from verifier.tdx.eventlog import parse_ccel, replay
-from verifier.tdx.pck import verify_pck_chain
 from verifier.tdx.quote import parse_quote
-from verifier.tdx.x509chain import INTEL_SGX_ROOT_CA_SHA256, load_intel_root
 from verifier.x509util import load_pem_certificates, sha256_fingerprint
 
 pytestmark = pytest.mark.vectors

@@ -4,8 +4,8 @@
 bytes for reuse by the Azure TDX vTPM verifier, and `quote_claims` renders their claims.
 """
 
-from verifier.tdx.sources import CollateralSource, OfflineSource, PcsSource, source_from_config
-from verifier.tdx.store import Collateral, CollateralNeeded, CollateralStore, RawCollateral
+from verifier.dcap.sources import CollateralSource, OfflineSource, PcsSource, source_from_config
+from verifier.dcap.store import Collateral, CollateralNeeded, CollateralStore, RawCollateral
 from verifier.tdx.verifier import TdxOptions, TdxVerifier, VerifiedQuote, parse_evidence
 
 __all__ = [

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from verifier.base import Claims
-from verifier.tdx.pck import SGX_TYPES, PckInfo
+from verifier.dcap.pck import SGX_TYPES, PckInfo
+from verifier.dcap.store import Collateral
 from verifier.tdx.quote import Quote
-from verifier.tdx.store import Collateral
 from verifier.tdx.tcb import TcbResult
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from verifier.dcap.collateral import IsvLevel, QeIdentity, TcbInfo, TcbLevel, TdxModule
+from verifier.dcap.pck import PckTcb, SgxExtension
 from verifier.errors import VerificationError
-from verifier.tdx.collateral import IsvLevel, QeIdentity, TcbInfo, TcbLevel, TdxModule
-from verifier.tdx.pck import PckTcb, SgxExtension
 from verifier.tdx.quote import BODY_TYPE_TDX15, EnclaveReport, TdReport
 
 UP_TO_DATE = "UpToDate"

@@ -27,17 +27,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from verifier.base import Claims
+from verifier.dcap.ecdsa import p256_key, verify_p256
+from verifier.dcap.pck import PckChainCache, PckInfo
+from verifier.dcap.sources import CollateralSource, PcsSource
+from verifier.dcap.store import Collateral, CollateralNeeded, CollateralStore, RawCollateral, load_collateral
+from verifier.dcap.x509chain import load_intel_root
 from verifier.errors import EvidenceFormatError, VerificationError
 from verifier.lru import LruCache
 from verifier.tdx import claims as tdx_claims
 from verifier.tdx import eventlog
-from verifier.tdx.ecdsa import p256_key, verify_p256
-from verifier.tdx.pck import PckChainCache, PckInfo
 from verifier.tdx.quote import Quote, parse_quote
-from verifier.tdx.sources import CollateralSource, PcsSource
-from verifier.tdx.store import Collateral, CollateralNeeded, CollateralStore, RawCollateral, load_collateral
 from verifier.tdx.tcb import UPSTREAM_ACCEPTED, TcbResult, check_platform, evaluate_tcb, match_qe_identity
-from verifier.tdx.x509chain import load_intel_root
 
 REPORT_DATA_SIZE = 64
 INIT_DATA_SIZE = 48

@@ -17,9 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from verifier.errors import VerificationError
-from verifier.lru import LruCache
-from verifier.tdx.collateral import (
+from verifier.dcap.collateral import (
     CollateralError,
     QeIdentity,
     SignedDocument,
@@ -28,9 +26,11 @@ from verifier.tdx.collateral import (
     parse_tcb_info,
     split_document,
 )
-from verifier.tdx.ecdsa import verify_p256
-from verifier.tdx.pck import PCK_CA_NAMES
-from verifier.tdx.x509chain import Validity, verify_chain
+from verifier.dcap.ecdsa import verify_p256
+from verifier.dcap.pck import PCK_CA_NAMES
+from verifier.dcap.x509chain import Validity, verify_chain
+from verifier.errors import VerificationError
+from verifier.lru import LruCache
 from verifier.x509util import common_name, load_pem_certificates
 
 TCB_SIGNING_CN_PHRASE = "TCB Signing"

@@ -14,9 +14,9 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from verifier.dcap.x509chain import Validity, verify_chain
 from verifier.errors import EvidenceFormatError, VerificationError
 from verifier.lru import LruCache
-from verifier.tdx.x509chain import Validity, verify_chain
 from verifier.x509util import (
     common_name,
     der_octet_string,

@@ -22,9 +22,9 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from verifier.dcap.collateral import CollateralError
+from verifier.dcap.store import RawCollateral
 from verifier.errors import VerificationError
-from verifier.tdx.collateral import CollateralError
-from verifier.tdx.store import RawCollateral
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com/sgx/certification/v4/"
 # The CRL distribution point of the Intel SGX Root CA (PCS serves no root CRL endpoint itself).
