@@ -14,6 +14,7 @@ from adaptor.sandbox import SandboxManager
 from adaptor.state import StateStore
 from adaptor.tunnel.authority import TunnelAuthority
 from protocols.daemon import notify_ready, run, setup_logging
+from protocols.extras import MissingExtraError
 from protocols.ttrpc.server import Server
 from providers import registry
 from providers.base import Provider
@@ -74,6 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     selected = next((arg for arg in argv if not arg.startswith("-")), None)
     args = parser(selected).parse_args(argv)
     setup_logging(args.verbose)
+    try:
+        registry.load(args.provider)
+    except MissingExtraError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
 
     async def main_task(stop: asyncio.Event) -> None:
         try:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from protocols.extras import import_with_extra
 from providers.base import Provider
 from providers.settings import Setting, SettingValue
 
@@ -36,9 +36,11 @@ def available() -> list[str]:
 
 
 def load(name: str) -> ProviderPlugin:
+    """The provider plugin; MissingExtraError when its cloud SDK is not installed."""
     try:
         module_name, _, attribute = _PLUGINS[name].partition(":")
     except KeyError:
         raise KeyError(f"unknown provider {name!r}; available: {', '.join(available())}") from None
-    plugin: ProviderPlugin = getattr(importlib.import_module(module_name), attribute)
+    # Each cloud's SDK comes with the extra of the provider's name (pip install 'peerpods[aws]').
+    plugin: ProviderPlugin = getattr(import_with_extra(module_name, extra=name), attribute)
     return plugin

@@ -75,8 +75,8 @@ class Keys:
     image: str
 
 
-def compute_keys(config: ImageConfig, runner: Runner) -> tuple[Keys, list[str], str, list[str]]:
-    """The stage keys, plus what they were computed from (requirements, constraints, project files)."""
+def compute_keys(config: ImageConfig) -> tuple[Keys, list[str], pyenv.Lock, list[str]]:
+    """The stage keys, plus what they were computed from (requirements, the lock, project files)."""
     base = inputs.combine(
         {
             "suite": config.suite,
@@ -88,8 +88,8 @@ def compute_keys(config: ImageConfig, runner: Runner) -> tuple[Keys, list[str], 
     )
     pyproject = (config.project_root / "pyproject.toml").read_text()
     requirements = pyenv.runtime_requirements(pyproject, config.extras)
-    constraints = pyenv.installed_constraints(runner)
-    wheels = inputs.combine({"requirements": requirements, "constraints": constraints})
+    lock = pyenv.read_lock((config.project_root / "requirements.lock").read_text())
+    wheels = inputs.combine({"requirements": requirements, "constraints": lock.constraints})
     project_files = inputs.project_files(config.project_root)
     image = inputs.combine(
         {
@@ -107,7 +107,7 @@ def compute_keys(config: ImageConfig, runner: Runner) -> tuple[Keys, list[str], 
             "source_date_epoch": config.source_date_epoch,
         }
     )
-    return Keys(base, wheels, image), requirements, constraints, project_files
+    return Keys(base, wheels, image), requirements, lock, project_files
 
 
 @contextmanager
@@ -154,7 +154,7 @@ def base_stage(config: ImageConfig, runner: Runner, key: str) -> Path:
 
 
 def wheels_stage(
-    config: ImageConfig, runner: Runner, key: str, requirements: list[str], constraints: str
+    config: ImageConfig, runner: Runner, key: str, requirements: list[str], lock: pyenv.Lock
 ) -> Path:
     final = config.cache_dir / "wheels" / key
     if (final / ".complete").exists():
@@ -162,7 +162,7 @@ def wheels_stage(
         return final
     staging = _fresh_dir(config.cache_dir / "work" / f"wheels-{key}")
     with runner.step("downloading dependency wheels from PyPI"):
-        pyenv.fetch_wheels(runner, requirements, constraints, staging)
+        pyenv.fetch_wheels(runner, requirements, lock, staging)
     (staging / ".complete").write_text("")
     _publish(staging, final)
     return final
@@ -297,7 +297,7 @@ def build(config: ImageConfig, runner: Runner | None = None, force: bool = False
         raise ImageBuildError(f"--kata-agent {config.kata_agent}: no such file")
     runner = runner or Runner(config.cache_dir / "build.log", build_env(config.source_date_epoch))
     with cache_lock(config.cache_dir):
-        keys, requirements, constraints, project_files = compute_keys(config, runner)
+        keys, requirements, lock, project_files = compute_keys(config)
         existing = config.cache_dir / "images" / keys.image
         if not force and (existing / MANIFEST).exists():
             runner.say(f"image {keys.image[:12]}: cached")
@@ -307,7 +307,7 @@ def build(config: ImageConfig, runner: Runner | None = None, force: bool = False
         if not STUB.exists():
             raise ImageBuildError(f"{STUB} is missing: install the systemd-boot-efi package")
         base = base_stage(config, runner, keys.base)
-        wheels = wheels_stage(config, runner, keys.wheels, requirements, constraints)
+        wheels = wheels_stage(config, runner, keys.wheels, requirements, lock)
         result = image_stage(config, runner, keys, base, wheels, project_files)
         for stage, key in (("base", keys.base), ("wheels", keys.wheels), ("images", keys.image)):
             prune(config.cache_dir / stage, key)

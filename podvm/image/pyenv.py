@@ -1,19 +1,22 @@
 """The project inside the image: a wheel of this checkout and its runtime dependencies in a venv.
 
-Dependency versions are constrained to the ones installed with the build's own interpreter (the
-project's .venv, where the tests ran), so the image runs the code the tests checked; pip resolves
-which of them the runtime needs. The requirements and constraints are part of the cache key, and the
-wheels' versions go into the manifest.
+Dependency versions are constrained to the project's requirements.lock (what scripts/bootstrap
+installs and the tests ran against), and every downloaded wheel's SHA-256 must be one the lock
+lists, so the image runs the code the tests checked; pip resolves which of them the runtime needs.
+The requirements and constraints are part of the cache key, and the wheels' versions go into the
+manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import sys
 import tempfile
 import tomllib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from podvm.image.errors import ImageBuildError
@@ -58,20 +61,59 @@ def wheel_versions(wheel_dir: Path) -> dict[str, str]:
     return versions
 
 
-def installed_constraints(runner: Runner) -> str:
-    """`pip freeze` of the build's interpreter (editable installs left out): the version pins."""
-    return runner.run(
-        [sys.executable, "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
-        capture=True,
-    )
+_LOCK_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)")
+_LOCK_HASH = re.compile(r"--hash=sha256:(?P<digest>[0-9a-f]{64})")
 
 
-def fetch_wheels(runner: Runner, requirements: Sequence[str], constraints: str, dest: Path) -> None:
-    """Binary wheels for `requirements` at the `constraints` versions, from PyPI into `dest`
-    (no sdists: nothing is compiled for the image)."""
+@dataclass(frozen=True)
+class Lock:
+    """requirements.lock read as version pins (a pip constraints file) and allowed wheel digests."""
+
+    constraints: str
+    digests: dict[str, frozenset[str]]
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(lock_text: str) -> Lock:
+    """Pins and hashes of a `uv pip compile --generate-hashes` file; a pin without a hash is an
+    ImageBuildError (the lock would not protect it)."""
+    pins: list[str] = []
+    digests: dict[str, set[str]] = {}
+    current = ""
+    for line in lock_text.splitlines():
+        if match := _LOCK_PIN.match(line):
+            current = _normalise(match.group("name"))
+            pins.append(f"{match.group('name')}=={match.group('version')}")
+            digests[current] = set()
+        for found in _LOCK_HASH.finditer(line):
+            if current:
+                digests[current].add(found.group("digest"))
+    if unhashed := sorted(name for name, hashes in digests.items() if not hashes):
+        raise ImageBuildError(
+            f"requirements.lock pins {', '.join(unhashed)} without hashes: run scripts/lock"
+        )
+    return Lock("".join(f"{pin}\n" for pin in pins), {k: frozenset(v) for k, v in digests.items()})
+
+
+def check_wheel_digests(wheel_dir: Path, lock: Lock) -> None:
+    """Every wheel in `wheel_dir` must be a file the lock lists by its SHA-256."""
+    for wheel in sorted(wheel_dir.glob("*.whl")):
+        match = _WHEEL_NAME.match(wheel.name)
+        name = _normalise(match.group("name")) if match else wheel.name
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        if digest not in lock.digests.get(name, frozenset()):
+            raise ImageBuildError(f"{wheel.name}: sha256 {digest} is not in requirements.lock")
+
+
+def fetch_wheels(runner: Runner, requirements: Sequence[str], lock: Lock, dest: Path) -> None:
+    """Binary wheels for `requirements` at the lock's versions, from PyPI into `dest` (no sdists:
+    nothing is compiled for the image), each checked against the lock's hashes."""
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements))
-    (dest / "constraints.txt").write_text(constraints)
+    (dest / "constraints.txt").write_text(lock.constraints)
     runner.run(
         [
             sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
@@ -79,6 +121,7 @@ def fetch_wheels(runner: Runner, requirements: Sequence[str], constraints: str, 
             "-r", dest / "requirements.txt", "-c", dest / "constraints.txt",
         ]
     )  # fmt: skip
+    check_wheel_digests(dest, lock)
 
 
 def build_project_wheel(runner: Runner, project_root: Path, files: Sequence[str], dest: Path) -> Path:
