@@ -103,7 +103,7 @@ async def kbs_api(request: web.Request) -> web.StreamResponse:
         await broker.set_attestation_policy(_admin(request), await request.read())
         return web.Response()
     if name == "resource-policy" and method == "POST":
-        broker.set_resource_policy(_admin(request), await request.read())
+        await broker.set_resource_policy(_admin(request), await request.read())
         return web.Response()
     if name == "resource-policy" and method == "GET":
         return web.json_response(broker.list_resource_policies(_admin(request)))

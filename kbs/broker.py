@@ -281,7 +281,7 @@ class Broker:
         except PolicyError as exc:
             raise refuse(str(exc)) from None
 
-    def set_resource_policy(self, admin: AdminRequest, body: bytes) -> None:
+    async def set_resource_policy(self, admin: AdminRequest, body: bytes) -> None:
         self._admin(admin, "resource-policy")
 
         def refuse(reason: str) -> KbsError:
@@ -300,7 +300,7 @@ class Broker:
         except (KbsProtocolError, UnicodeDecodeError) as exc:
             raise refuse(f"Failed to decode policy: {exc}") from None
         try:
-            self.policy.set(text)
+            await asyncio.to_thread(self.policy.set, text)  # its compile check may take seconds
         except ResourcePolicyError as exc:
             raise KbsError("PolicyEngineError", f"Policy engine error: {exc}") from None
 

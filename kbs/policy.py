@@ -5,6 +5,10 @@ Input is the verified token's claims; data is upstream's `{"plugin", "resource-p
 lives in one file (written atomically) that every evaluation checks for changes, so a policy set on
 one replica holds on all of them. regorus engines may only be used on the thread that made them, so
 compiled engines are kept per thread.
+
+A policy is first compiled in a child process with a budget (`verifier.policy.compilecheck`) when it
+is set and when it is loaded at start: some tiny policies take regorus hours to compile, holding the
+GIL. A policy file that changes under a running KBS was written by a replica after that check.
 """
 
 from __future__ import annotations
@@ -20,15 +24,24 @@ from typing import Any
 import regorus
 
 from protocols.atomicfile import atomic_write
+from verifier.policy.compilecheck import DEFAULT_BUDGET, Budget, check_policy
+from verifier.policy.engine import PolicyError
 
 POLICY_ID = "resource-policy"
 POLICY_RULE = "data.policy.allow"
-MAX_POLICY_BYTES = 1024 * 1024
 _CACHED = 8
 
 
 class ResourcePolicyError(Exception):
     """The policy does not compile, cannot be stored, or could not be evaluated."""
+
+
+def _check(policy: str, budget: Budget) -> None:
+    """Compile `policy` in a child process within `budget` (see the module's docstring)."""
+    try:
+        check_policy(policy, [POLICY_RULE], budget=budget)
+    except PolicyError as exc:
+        raise ResourcePolicyError(str(exc)) from None
 
 
 def default_policy() -> str:
@@ -55,9 +68,11 @@ def _compile(policy: str) -> regorus.Engine:
 
 
 class ResourcePolicy:
-    def __init__(self, path: Path | None = None) -> None:
-        """`path` None keeps the policy in memory; else the file is created with the default policy."""
+    def __init__(self, path: Path | None = None, budget: Budget | None = None) -> None:
+        """`path` None keeps the policy in memory; else the file is created with the default policy.
+        `budget` bounds the compile check of each policy set or loaded."""
         self._path = path
+        self._budget = budget or DEFAULT_BUDGET
         self._lock = threading.Lock()
         self._local = threading.local()
         self._text = default_policy()
@@ -69,7 +84,10 @@ class ResourcePolicy:
                     atomic_write(path, self._text.encode("utf-8"))
             except OSError as exc:
                 raise ResourcePolicyError(f"cannot create resource policy {path}: {exc.strerror}") from None
-        _compile(self.text())
+        try:
+            _check(self.text(), self._budget)
+        except ResourcePolicyError as exc:
+            raise ResourcePolicyError(f"stored resource policy {path}: {exc}") from None
 
     def text(self) -> str:
         """The current policy (re-read when the file changed)."""
@@ -87,9 +105,9 @@ class ResourcePolicy:
             raise ResourcePolicyError(f"cannot read resource policy {self._path}: {exc}") from None
 
     def set(self, policy: str) -> None:
-        if len(policy.encode("utf-8")) > MAX_POLICY_BYTES:
-            raise ResourcePolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
-        _compile(policy)
+        """Check `policy` in a child process, then store it. Blocks for up to the budget's wall
+        time: call it off the event loop."""
+        _check(policy, self._budget)
         with self._lock:
             if self._path is not None:
                 try:

@@ -49,6 +49,6 @@ def launcher(prog: str, module: str, extra: str) -> Callable[[], None]:
         except MissingExtraError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             sys.exit(2)
-        target.main()
+        sys.exit(target.main())  # the command's exit status (2 for a bad configuration)
 
     return main

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from verifier.ear import status
-from verifier.policy import PolicyError, PolicyStore, RegorusEngine, builtin_policy
+from verifier.policy import Budget, PolicyBudgetError, PolicyError, PolicyStore, RegorusEngine, builtin_policy
 from verifier.rvps import ReferenceValueStore
 
 RULES = ["data.policy.trust_claims", "data.policy.extensions"]
@@ -165,6 +165,21 @@ def test_a_failure_does_not_carry_an_engine_to_another_thread(
     errors.clear()  # the error's last reference goes, on this thread
     gc.collect()
     assert unsendable == []
+
+
+def test_a_policy_regorus_compiles_in_exponential_time_is_refused_by_its_budget() -> None:
+    explosive = "package policy\nallow := " + "[" * 40 + "]" * 40 + "\n"  # compiles for hours
+    engine = RegorusEngine(budget=Budget(cpu_seconds=0.2))
+    with pytest.raises(PolicyBudgetError, match=r"more than 0\.2 s of CPU"):
+        engine.check(explosive)  # in a child process, ended by the kernel at its CPU budget
+
+
+def test_a_policy_over_the_size_budget_or_not_utf8_is_refused() -> None:
+    engine = RegorusEngine(budget=Budget(max_bytes=100))
+    with pytest.raises(PolicyBudgetError, match="more than the 100 allowed"):
+        engine.check("package policy\n" + "# padding\n" * 20)
+    with pytest.raises(PolicyError, match="lone surrogate"):
+        engine.check('package policy\nx := "\ud800"\n')
 
 
 # ---- store
