@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,7 +123,23 @@ def _extract_sample(payload: str, expiration: datetime) -> list[ReferenceValue]:
         raise RvpsError(f"sample payload: {exc}") from None
     if not isinstance(values, dict):
         raise RvpsError("sample payload must be a JSON object of name -> reference value")
-    return [ReferenceValue(name=name, value=value, expiration=expiration) for name, value in values.items()]
+    extracted = [
+        ReferenceValue(name=name, value=value, expiration=expiration) for name, value in values.items()
+    ]
+    _encode({value.name: value for value in extracted})  # refused here, before anything is merged
+    return extracted
+
+
+def _encode(values: Mapping[str, ReferenceValue]) -> bytes:
+    """The store's file content for `values` (records by name, sorted). Raises RvpsError for a value
+    that cannot be stored: a lone UTF-16 surrogate is no Unicode text, so it has no UTF-8 form."""
+    records = {name: value.to_record() for name, value in sorted(values.items())}
+    try:
+        return json.dumps(records, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RvpsError("a reference value holds a lone UTF-16 surrogate (not Unicode text)") from None
+    except ValueError as exc:  # NaN or an infinity
+        raise RvpsError(f"reference values cannot be stored: {exc}") from None
 
 
 class ReferenceValueStore:
@@ -158,26 +174,31 @@ class ReferenceValueStore:
         values = [ReferenceValue.from_record(record) for record in doc.values()]
         self._values = {value.name: value for value in values}
 
-    def _save(self, path: Path) -> None:
-        records = {name: value.to_record() for name, value in sorted(self._values.items())}
+    def _save(self, path: Path, values: dict[str, ReferenceValue]) -> None:
+        """Write `values` as the whole store; they become this replica's only once written."""
+        data = _encode(values)
         try:
-            sharedfile.replace(path, json.dumps(records, indent=2, ensure_ascii=False).encode("utf-8"))
+            sharedfile.replace(path, data)
             self._stamp = sharedfile.stamp(path)
         except OSError as exc:
             raise RvpsError(f"cannot write reference value store {path}: {exc.strerror}") from None
+        self._values = values
 
     def register(self, message: str | bytes) -> list[str]:
-        """Store every value the message carries (replacing same-named ones); returns their names."""
+        """Store every value the message carries (replacing same-named ones); returns their names.
+        All or nothing: a value that cannot be stored leaves the store, and this replica's view of
+        it, as they were."""
         values = parse_message(message, self._clock())
         with self._lock:
             if self._path is None:
-                self._values.update((value.name, value) for value in values)
+                merged = {**self._values, **{value.name: value for value in values}}
+                _encode(merged)  # what a file-backed store would refuse, this one refuses too
+                self._values = merged
             else:
                 try:
                     with sharedfile.locked(self._path):  # other replicas write the same file
                         self._refresh(self._path)
-                        self._values.update((value.name, value) for value in values)
-                        self._save(self._path)
+                        self._save(self._path, {**self._values, **{value.name: value for value in values}})
                 except OSError as exc:
                     raise RvpsError(
                         f"cannot lock reference value store {self._path}: {exc.strerror}"

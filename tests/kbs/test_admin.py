@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -172,3 +173,21 @@ async def test_every_admin_endpoint_requires_admin(server: RunningKbs) -> None:
             async with http.request(method, f"{server.url}{API}/{path}", data=body) as r:
                 doc = await r.json(content_type=None)
                 assert (r.status, error_variant(doc)) == (401, "AdminAuthAccess"), (method, path)
+
+
+async def test_an_unstorable_reference_value_is_refused_and_the_replica_keeps_working(
+    server: RunningKbs,
+) -> None:
+    def message(payload: bytes) -> dict[str, str]:
+        return {"version": "0.1.0", "type": "sample", "payload": base64.b64encode(payload).decode()}
+
+    url, headers = f"{server.url}{API}/reference-value", server.admin.headers()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=message(b'{"svn": "\\ud800"}'), headers=headers) as r:
+            assert (r.status, error_variant(await r.json())) == (401, "RvpsError")
+        async with http.get(f"{url}/svn", headers=headers) as r:
+            assert r.status == 401  # never stored, so never answered
+        async with http.post(url, json=message(b'{"svn": ["1"]}'), headers=headers) as r:
+            assert r.status == 200, await r.text()
+        async with http.get(f"{url}/svn", headers=headers) as r:
+            assert await r.json() == ["1"]
