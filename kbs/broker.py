@@ -129,6 +129,11 @@ class Broker:
         except _AS_ERRORS as exc:
             self.metrics.attestation_failures.inc(session.tee)
             raise refuse(f"verify TEE evidence failed: {exc}") from None
+        try:  # parsed now, kept for the session's /resource requests: never hand out a token they refuse
+            self.tokens.stored(token)
+        except TokenError as exc:
+            self.metrics.attestation_failures.inc(session.tee)
+            raise refuse(f"the attestation token cannot be used: {exc}") from None
         self.metrics.attestation_successes.inc(session.tee)
         if not self._sessions(lambda: self.sessions.attest(session.id, token), "Attest"):
             current = self._sessions(lambda: self.sessions.get(session.id), "Attest")

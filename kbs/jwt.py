@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from protocols.jws import Jws, parse_jws
 from protocols.kbs import KbsProtocolError, b64url_decode
 
-MAX_TOKEN_CHARS = 256 * 1024
+# Tokens carry the init data claims: the largest init data a pod VM takes (256 KiB) must fit.
+MAX_TOKEN_CHARS = 1024 * 1024
+MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
@@ -72,21 +74,23 @@ def verify_signature(jws: Jws, key: PublicKey) -> None:
 
 
 def check_times(claims: Mapping[str, Any], now: float, *, require_exp: bool = True) -> None:
-    """`exp` (required unless told otherwise) must be in the future and `nbf`, when given, not ahead."""
+    """`exp` (required unless told otherwise) must be in the future and `nbf`, when given, not ahead;
+    both must be real dates (RFC 7519 NumericDate), so an absurd `exp` cannot make a token eternal."""
     exp, nbf = claims.get("exp"), claims.get("nbf")
     if exp is None:
         if require_exp:
             raise JwtError("token has no exp claim")
-    elif not _is_number(exp):
-        raise JwtError("token exp is not a number")
+    elif not _is_numeric_date(exp):
+        raise JwtError(f"token exp is not a NumericDate between 0 and {MAX_NUMERIC_DATE}")
     elif exp <= now:
         raise JwtError("token has expired")
-    if nbf is not None and (not _is_number(nbf) or nbf > now):
+    if nbf is not None and (not _is_numeric_date(nbf) or nbf > now):
         raise JwtError("token is not valid yet (nbf)")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_numeric_date(value: Any) -> bool:
+    """A number from 0 to year 9999 (NaN and infinities fail the range check)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_NUMERIC_DATE
 
 
 def public_key_from_jwk(jwk: Any) -> PublicKey:

@@ -30,6 +30,8 @@ from typing import Any
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from protocols import strictjson
+
 PROTOCOL_VERSION = "0.4.0"
 API_PREFIX = "/kbs/v0"
 SESSION_COOKIE = "kbs-session-id"
@@ -65,6 +67,11 @@ ALG_ECDH_ES_A256KW = "ECDH-ES+A256KW"
 ALG_RSA_OAEP_256 = "RSA-OAEP-256"
 ALG_RSA1_5 = "RSA1_5"
 EC_CURVES = {"P-256": 32, "P-384": 48, "P-521": 66}  # curve -> coordinate bytes
+_FIELD_PRIMES = {
+    "P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1,
+    "P-384": 2**384 - 2**128 - 2**96 + 2**32 - 1,
+    "P-521": 2**521 - 1,
+}
 _CURVES: dict[str, type[ec.EllipticCurve]] = {
     "P-256": ec.SECP256R1,
     "P-384": ec.SECP384R1,
@@ -72,6 +79,10 @@ _CURVES: dict[str, type[ec.EllipticCurve]] = {
 }
 _JWK_CURVE_NAMES = {curve().name: name for name, curve in _CURVES.items()}  # "secp256r1" -> "P-256"
 MIN_RSA_BITS = 2048
+# Upstream's `rsa` crate refuses moduli over 4096 bits and exponents over 2^33 - 1 by default; OpenSSL
+# itself cannot encrypt to a modulus over 16384 bits or an even one.
+MAX_RSA_BITS = 4096
+MAX_RSA_EXPONENT = 2**33 - 1
 
 # Upstream `kbs::Error` variants (the last part of `ErrorInformation.type`).
 ERROR_VARIANTS = frozenset(
@@ -106,38 +117,12 @@ class KbsProtocolError(ValueError):
 # ---- JSON helpers
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def loads(data: bytes | str, what: str) -> Any:
-    """Strict JSON (no NaN/Infinity, no duplicate keys, bounded nesting) or `KbsProtocolError`."""
+    """Strict JSON (see `protocols.strictjson`) or `KbsProtocolError` naming `what`."""
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise KbsProtocolError(f"{what}: not UTF-8 (byte offset {exc.start})") from None
-    except _DuplicateKey as exc:
-        raise KbsProtocolError(f"{what}: duplicate field {str(exc)[:40]!r}") from None
-    except json.JSONDecodeError as exc:
-        raise KbsProtocolError(
-            f"{what}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise KbsProtocolError(f"{what}: not usable JSON: {str(exc)[:80]}") from None
+        return strictjson.loads(data)
+    except strictjson.StrictJsonError as exc:
+        raise KbsProtocolError(f"{what}: {exc}") from None
 
 
 def dumps(value: Any) -> bytes:
@@ -212,7 +197,12 @@ class EcPublicJwk:
         x, y = b64url_decode(self.x, "tee-pubkey x"), b64url_decode(self.y, "tee-pubkey y")
         if len(x) != size or len(y) != size:
             raise KbsProtocolError(f"tee-pubkey: {self.crv} coordinates must be {size} bytes each")
-        return int.from_bytes(x, "big"), int.from_bytes(y, "big")
+        point = int.from_bytes(x, "big"), int.from_bytes(y, "big")
+        if max(point) >= _FIELD_PRIMES[self.crv]:  # P-521's 66 bytes could hold y + p for y
+            raise KbsProtocolError(
+                f"tee-pubkey: a {self.crv} coordinate is not reduced modulo the field prime"
+            )
+        return point
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         """The key, checked to be a point on the curve."""
@@ -240,11 +230,18 @@ class RsaPublicJwk:
         return int.from_bytes(n, "big"), int.from_bytes(e, "big")
 
     def public_key(self) -> rsa.RSAPublicKey:
+        """The key, checked to be one RSA-OAEP can encrypt to (a key accepted at /attest must work for
+        every later /resource)."""
         n, e = self.numbers()
-        if n.bit_length() < MIN_RSA_BITS:
+        if not MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS:
             raise KbsProtocolError(
-                f"tee-pubkey: RSA modulus of {n.bit_length()} bits, at least {MIN_RSA_BITS} needed"
+                f"tee-pubkey: RSA modulus of {n.bit_length()} bits,"
+                f" {MIN_RSA_BITS} to {MAX_RSA_BITS} supported"
             )
+        if n % 2 == 0:
+            raise KbsProtocolError("tee-pubkey: RSA modulus is even")
+        if e % 2 == 0 or not 3 <= e <= MAX_RSA_EXPONENT:
+            raise KbsProtocolError("tee-pubkey: RSA public exponent must be odd, from 3 to 2^33 - 1")
         try:
             return rsa.RSAPublicNumbers(e, n).public_key()
         except ValueError as exc:

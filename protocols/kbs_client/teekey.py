@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
-from protocols.kbs import TeePubKey, tee_pubkey_of
+from protocols.kbs import MAX_RSA_BITS, TeePubKey, tee_pubkey_of
 from protocols.kbs_client.errors import JweError, TeeKeyError
 from protocols.kbs_client.jwe import decrypt_response, ecdh_es_kek, ephemeral_public_key
 
@@ -40,6 +40,8 @@ class TeeKeyPair:
                 raise TeeKeyError(f"EC curve {private_key.curve.name} is not P-256 or P-521")
         elif private_key.key_size < RSA_KEY_BITS:
             raise TeeKeyError(f"RSA key of {private_key.key_size} bits is shorter than {RSA_KEY_BITS}")
+        elif private_key.key_size > MAX_RSA_BITS:
+            raise TeeKeyError(f"RSA key of {private_key.key_size} bits is longer than the KBS takes")
         self._key = private_key
         self._pubkey = tee_pubkey_of(private_key.public_key())
 

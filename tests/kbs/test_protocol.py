@@ -6,13 +6,14 @@ import base64
 import contextlib
 import hashlib
 import json
+import secrets
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols import kbs
+from protocols import kbs, strictjson
 
 
 def ec_jwk() -> kbs.EcPublicJwk:
@@ -99,10 +100,82 @@ def test_off_curve_and_short_keys_are_refused() -> None:
     with pytest.raises(kbs.KbsProtocolError, match="32 bytes"):
         kbs.EcPublicJwk("P-256", jwk.alg, jwk.x[:-3], jwk.y).public_key()
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
-    with pytest.raises(kbs.KbsProtocolError, match="at least 2048"):
+    with pytest.raises(kbs.KbsProtocolError, match="1024 bits, 2048 to 4096 supported"):
         kbs.tee_pubkey_of(small).public_key()
     with pytest.raises(kbs.KbsProtocolError, match="kty"):
         kbs.parse_tee_pubkey({"kty": "OKP", "crv": "X25519", "x": "AA"})
+
+
+def rsa_jwk(n: int, e: int) -> kbs.RsaPublicJwk:
+    def b64(value: int) -> str:
+        return kbs.b64url_encode(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+    return kbs.RsaPublicJwk(kbs.ALG_RSA_OAEP_256, b64(n), b64(e))
+
+
+@pytest.mark.parametrize(
+    ("bits", "e", "message"),
+    [
+        (2048, 3, None),
+        (4096, 65537, None),
+        (4097, 65537, "4097 bits, 2048 to 4096 supported"),
+        (8192, 65537, "8192 bits"),
+        (2048, 65536, "exponent must be odd"),
+        (2048, 1, "exponent must be odd, from 3"),
+        (2048, 2**33 + 1, "to 2\\^33 - 1"),
+    ],
+)
+def test_rsa_tee_key_limits(bits: int, e: int, message: str | None) -> None:
+    """Any odd number of the right size is a modulus RSA-OAEP can encrypt to: no key generation needed."""
+    n = secrets.randbits(bits) | 1 | (1 << (bits - 1))
+    if message is None:
+        assert rsa_jwk(n, e).public_key().public_numbers().n == n
+    else:
+        with pytest.raises(kbs.KbsProtocolError, match=message):
+            rsa_jwk(n, e).public_key()
+
+
+def test_an_even_rsa_modulus_is_refused() -> None:
+    n = secrets.randbits(2048) | (1 << 2047)
+    with pytest.raises(kbs.KbsProtocolError, match="modulus is even"):
+        rsa_jwk(n & ~1, 65537).public_key()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": "\\ud800"}', "lone UTF-16 surrogate"),
+        ('{"\\udc00": 1}', "lone UTF-16 surrogate"),
+        ('["\\ud83d\\ude00", "\\\\ud800"]', None),  # a surrogate pair; an escaped backslash
+        (str(2**64), "outside the 64-bit range"),
+        (str(2**64 - 1), None),
+        (str(-(2**63)), None),
+        (str(-(2**63) - 1), "outside the 64-bit range"),
+        ("9" * 5000, "outside the 64-bit range"),
+        ("1e999", "too large for a double"),
+        ("-1E400", "too large for a double"),
+        ("1e308", None),
+        ("NaN", "NaN is not valid JSON"),
+        ("-Infinity", "-Infinity is not valid JSON"),
+        ("[" * 128 + "]" * 128, None),
+        ("[" * 129 + "]" * 129, "nested too deeply"),
+        ('{"a":' * 129 + "1" + "}" * 129, "nested too deeply"),
+        ("[" * 100_000, "nested too deeply|not JSON"),
+        ('{"a": 1, "a": 1}', "duplicate field 'a'"),
+    ],
+)
+def test_strict_json(text: str, message: str | None) -> None:
+    for data in (text, text.encode()):
+        if message is None:
+            strictjson.loads(data)
+        else:
+            with pytest.raises(strictjson.StrictJsonError, match=message):
+                strictjson.loads(data)
+
+
+def test_strict_json_refuses_a_raw_surrogate_in_a_str() -> None:
+    with pytest.raises(strictjson.StrictJsonError, match="surrogate"):
+        strictjson.loads('"\ud800"')
 
 
 @pytest.mark.parametrize(
@@ -136,7 +209,7 @@ def test_version_check(version: str, message: str | None) -> None:
         (b'{"version":4,"tee":"snp","extra-params":""}', "'version' must be a string"),
         (b'{"version":"0.4.0","tee":"sev","extra-params":""}', "unknown tee"),
         (b'{"version":"0.4.0","version":"0.4.0","tee":"snp","extra-params":""}', "duplicate field"),
-        (b'{"version":"0.4.0","tee":"snp","extra-params":NaN}', "not usable JSON"),
+        (b'{"version":"0.4.0","tee":"snp","extra-params":NaN}', "NaN is not valid JSON"),
         (b"[" * 100_000, "not usable JSON|not JSON"),
     ],
 )

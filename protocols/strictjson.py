@@ -1,0 +1,108 @@
+"""Strict JSON for untrusted input, shared by the KBS, the attestation service and the guest side.
+
+Python's `json` accepts documents that serde_json (upstream's parser) refuses and that cannot be used
+later on: a request that parses here would fail deep inside a handler instead (orjson refuses to
+re-serialize lone surrogates and integers beyond 64 bits, `1e999` becomes an infinite expiry time).
+So this loader refuses, up front and with `StrictJsonError` only:
+
+* NaN, Infinity, and numbers that overflow a double (`1e999`);
+* integers outside the 64-bit range serde_json reads (i64 and u64);
+* strings with a lone UTF-16 surrogate (`"\\ud800"`): not Unicode text;
+* nesting deeper than `max_depth` (serde_json's default limit is 128);
+* an object with the same key twice (parsers disagree on which one wins).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+MAX_DEPTH = 128
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+_INT_DIGITS = len(str(INT_MAX)) + 1  # a sign and 20 digits
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = "not usable JSON: a string holds a lone UTF-16 surrogate (not Unicode)"
+
+
+class StrictJsonError(ValueError):
+    """The text is not a JSON document this project accepts; the message says why (never quoting it)."""
+
+
+def _too_deep(max_depth: int) -> str:
+    return f"not usable JSON: nested too deeply (more than {max_depth} levels)"
+
+
+def _number_int(text: str) -> int:
+    value = int(text) if len(text) <= _INT_DIGITS else None
+    if value is None or not INT_MIN <= value <= INT_MAX:
+        raise StrictJsonError("not usable JSON: an integer outside the 64-bit range")
+    return value
+
+
+def _number_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise StrictJsonError("not usable JSON: a number too large for a double")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise StrictJsonError(f"{name} is not valid JSON")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise StrictJsonError(f"duplicate field {key[:40]!r}")
+        out[key] = value
+    return out
+
+
+def _check_tree(value: Any, max_depth: int, strings: bool) -> None:
+    """Nesting depth and, when `strings`, lone surrogates in keys and strings (iteratively: no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth >= max_depth:
+                raise StrictJsonError(_too_deep(max_depth))
+            items = node.values() if isinstance(node, dict) else node
+            stack.extend((item, depth + 1) for item in items)
+            if strings and isinstance(node, dict):
+                stack.extend((key, depth + 1) for key in node)
+        elif strings and isinstance(node, str) and not node.isascii():
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise StrictJsonError(_SURROGATE) from None
+
+
+def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """One strict JSON document (UTF-8 when given bytes)."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        if isinstance(data, str):
+            data.encode("utf-8")  # a str may already carry a lone surrogate
+    except UnicodeDecodeError as exc:
+        raise StrictJsonError(f"not UTF-8 (byte offset {exc.start})") from None
+    except UnicodeEncodeError:
+        raise StrictJsonError(_SURROGATE) from None
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_object,
+            parse_int=_number_int,
+            parse_float=_number_float,
+            parse_constant=_constant,
+        )
+    except json.JSONDecodeError as exc:
+        raise StrictJsonError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise StrictJsonError(_too_deep(max_depth)) from None
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    if surrogates or text.count("[") + text.count("{") > max_depth:
+        _check_tree(value, max_depth, surrogates)
+    return value
