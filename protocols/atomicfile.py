@@ -6,6 +6,7 @@ policies, the attestation service's shared files, process-user-data's outputs in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -13,17 +14,20 @@ from pathlib import Path
 TEMP_MARK = ".tmp-"
 
 
+def _temp() -> str:
+    """A temporary name of fixed, short length: one built from the target's name would pass the
+    255-byte NAME_MAX for a valid 234-255 character name. It starts with ".", so no valid resource
+    or policy name can hit it."""
+    return f"{TEMP_MARK}{secrets.token_hex(8)}"
+
+
 def temp_name(path: Path) -> Path:
-    """A sibling temporary name; it starts with "." so no valid resource or policy name can hit it."""
-    return path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(8)}")
+    """A sibling temporary name (see `_temp`)."""
+    return path.with_name(_temp())
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def is_temp_name(name: str) -> bool:
+    return name.startswith(TEMP_MARK)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -31,8 +35,18 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
 
     The rename is atomic on POSIX filesystems; the fsyncs order it after the data on disk, so after a
     crash `path` holds either its previous content or `data`. Raises OSError."""
-    tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        atomic_write_at(directory, path.name, data, mode)
+    finally:
+        os.close(directory)
+
+
+def atomic_write_at(directory: int, name: str, data: bytes, mode: int = 0o600) -> None:
+    """`atomic_write` of `name` in the directory open as `directory`: nothing is resolved by path,
+    so a caller that opened the directory without following links writes exactly there."""
+    tmp = _temp()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=directory)
     try:
         try:
             os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
@@ -42,8 +56,9 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        tmp.replace(path)
+        os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=directory)
         raise
-    fsync_dir(path.parent)
+    os.fsync(directory)

@@ -89,9 +89,60 @@ def test_symlinks_are_not_followed(tmp_path: Path) -> None:
     (tmp_path / "kbs" / "x").write_bytes(b"outside")
     with pytest.raises(StoreError, match="symbolic link"):
         store.get(ResourcePath("evil", "kbs", "x"))
-    with pytest.raises(StoreError, match="outside the resource directory"):
+    with pytest.raises(StoreError, match="symbolic link"):
         store.put(ResourcePath("evil", "kbs", "x"), b"overwrite?")
     assert (tmp_path / "kbs" / "x").read_bytes() == b"outside"
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.delete(ResourcePath("evil", "kbs", "x"))
+    assert (tmp_path / "kbs" / "x").read_bytes() == b"outside"
+
+
+def test_nothing_is_created_outside_the_root_through_a_symlinked_repository(tmp_path: Path) -> None:
+    store = FileResourceStore(tmp_path / "repo")
+    (tmp_path / "repo" / "evil").symlink_to(tmp_path)
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.put(ResourcePath("evil", "created", "x"), b"data")
+    assert not (tmp_path / "created").exists()  # checked before any mkdir, not after
+
+
+def test_hard_links_fifos_and_directories_in_the_store_are_not_served(tmp_path: Path) -> None:
+    store = FileResourceStore(tmp_path / "repo")
+    store.put(PATH, b"resource")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"host secret")
+    directory = tmp_path / "repo" / "default" / "key"
+    os.link(outside, directory / "linked")
+    with pytest.raises(StoreError, match="hard links"):
+        store.get(ResourcePath("default", "key", "linked"))
+    os.link(directory / "one", tmp_path / "second-name")  # the store's own file, linked from elsewhere
+    with pytest.raises(StoreError, match="hard links"):
+        store.get(PATH)
+    os.mkfifo(directory / "fifo")  # must not wait for a writer
+    (directory / "sub").mkdir()
+    for name in ("fifo", "sub"):
+        with pytest.raises(StoreError, match="not a regular file"):
+            store.get(ResourcePath("default", "key", name))
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_longest_names_are_stored(tmp_path: Path, kind: str) -> None:
+    store = FileResourceStore(tmp_path / "repo") if kind == "file" else MemoryResourceStore()
+    longest = ResourcePath.parse(["r" * 255, "t" * 255, "x" * 255])
+    store.put(longest, b"long")
+    store.put(longest, b"longer")
+    assert store.get(longest) == b"longer"
+    store.delete(longest)
+
+
+async def test_longest_names_through_the_admin_api(tmp_path: Path) -> None:
+    running = await start_kbs(tmp_path)
+    try:
+        name = "/".join(("r" * 255, "t" * 255, "x" * 255))
+        async with aiohttp.ClientSession() as http:
+            await running.put_resource(http, name, b"long name")
+        assert running.broker.store.get(ResourcePath.parse(name.split("/"))) == b"long name"
+    finally:
+        await running.runner.cleanup()
 
 
 CRASHER = textwrap.dedent(
@@ -101,16 +152,16 @@ CRASHER = textwrap.dedent(
     from kbs.store import FileResourceStore, ResourcePath
     store = FileResourceStore(Path(sys.argv[1]))
     crash_at = sys.argv[2]
-    real_fsync, real_replace = os.fsync, Path.replace
+    real_replace = os.replace
     def die(*args):
         os.kill(os.getpid(), signal.SIGKILL)
     if crash_at == "before-rename":
         os.fsync = die          # the data is written, the rename never happens
     else:
-        def replace_then_die(self, target):
-            real_replace(self, target)
+        def replace_then_die(*args, **kwargs):
+            real_replace(*args, **kwargs)
             die()               # renamed; the directory fsync never happens
-        Path.replace = replace_then_die
+        os.replace = replace_then_die
     store.put(ResourcePath("default", "key", "one"), b"new" * 100000)
     """
 )
@@ -127,7 +178,7 @@ def test_a_crash_never_leaves_a_partial_resource(tmp_path: Path, crash_at: str, 
     store = FileResourceStore(root)
     assert store.get(PATH) == expected
     leftovers = [p for p in (root / "default" / "key").iterdir() if p.name != "one"]
-    assert all(p.name.startswith(".one.tmp-") for p in leftovers)
+    assert all(p.name.startswith(".tmp-") for p in leftovers)
     for leftover in leftovers:  # an old leftover is cleaned at the next start
         os.utime(leftover, (0, 0))
     FileResourceStore(root)
