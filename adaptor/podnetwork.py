@@ -1,0 +1,157 @@
+"""Worker side of the pod network: read the pod's network namespace at CreateVM, splice it to a
+VXLAN tunnel towards the pod VM at StartVM, and undo that at StopVM (upstream's order).
+
+The pod keeps the IP and MAC its CNI gave it: frames leaving its veth are redirected into the
+tunnel and frames from the tunnel out of the veth, so Services, policies and kube-proxy still see
+the pod on this node while its processes run in the pod VM. All calls block (netlink and the
+iptables command): the sandbox manager runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocols.podnet import notrack
+from protocols.podnet.config import (
+    DEFAULT_VXLAN_MIN_ID,
+    DEFAULT_VXLAN_PORT,
+    PodNetwork,
+    PodNetworkError,
+    Route,
+)
+from protocols.podnet.netlink import (
+    NetnsError,
+    NetnsGone,
+    create_vxlan,
+    delete_link,
+    index_of,
+    ipv4_interfaces,
+    link_facts,
+    main_routes,
+    namespace,
+    permanent_neighbors,
+    primary_interface,
+    redirect,
+    remove_redirect,
+    vxlan_params,
+)
+
+log = logging.getLogger(__name__)
+
+HOST_VXLAN_NAMES = tuple(f"ppvxlan{n}" for n in range(1, 6))
+POD_TUNNEL_INTERFACE = "vxlan1"
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """The adaptor's pod network settings (upstream's flags: -tunnel-type, -vxlan-port, ...)."""
+
+    tunnel_type: str = "vxlan"
+    vxlan_port: int = DEFAULT_VXLAN_PORT
+    vxlan_min_id: int = DEFAULT_VXLAN_MIN_ID
+    host_interface: str = ""
+    pod_subnet_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
+    external_net_via_podvm: bool = False
+
+
+def inspect(netns_path: str, settings: NetworkSettings, index: int) -> PodNetwork:
+    """The `pod-network` object for the pod whose namespace is at `netns_path`; the tunnel gets
+    VNI `vxlan_min_id + index`. Raises NetnsError with what is wrong (no default route, not
+    exactly one IPv4 on the pod's interface, ...)."""
+    with namespace(None) as host:
+        primary = primary_interface(host)
+        host_name = settings.host_interface or primary.name
+        host_index = index_of(host, host_name)
+        if host_index is None:
+            raise NetnsError(f"failed to find host interface {host_name!r}")
+        worker_ips = ipv4_interfaces(host, host_index)
+        if not worker_ips:
+            raise NetnsError(f"failed to get IP address on {host_name}")
+        if len(worker_ips) > 1:
+            log.info("more than one IPv4 on %s (%s): using %s", host_name, worker_ips, worker_ips[0])
+    with namespace(netns_path) as pod:
+        pod_primary = primary_interface(pod)
+        pod_ips = ipv4_interfaces(pod, pod_primary.index)
+        if len(pod_ips) != 1:
+            raise NetnsError(
+                f"pod interface {pod_primary.name} in {netns_path} has {len(pod_ips)} IPv4 addresses, "
+                "exactly one is supported"
+            )
+        mac, mtu = link_facts(pod, pod_primary.index)
+        routes = main_routes(pod)
+        neighbors = permanent_neighbors(pod, pod_primary.index)
+    gateway, device = pod_primary.gateway, pod_primary.name
+    routes += [Route(dst=cidr, gw=gateway, dev=device) for cidr in settings.pod_subnet_cidrs]
+    try:
+        return PodNetwork(
+            pod_ip=pod_ips[0],
+            pod_hw_addr=mac,
+            interface=pod_primary.name,
+            worker_node_ip=worker_ips[0],
+            tunnel_type=settings.tunnel_type,
+            routes=tuple(routes),
+            neighbors=tuple(neighbors),
+            mtu=mtu,
+            index=index,
+            vxlan_port=settings.vxlan_port,
+            vxlan_id=settings.vxlan_min_id + index,
+            dedicated=bool(settings.host_interface) and settings.host_interface != primary.name,
+            external_net_via_pod_vm=settings.external_net_via_podvm,
+        )
+    except PodNetworkError as exc:
+        raise NetnsError(str(exc)) from None
+
+
+def tunnel_peer(network: PodNetwork, vm_ips: Sequence[str]) -> ipaddress.IPv4Address:
+    """The pod VM address the tunnel targets: its first IP, its second with a dedicated interface."""
+    wanted = 1 if network.dedicated else 0
+    if len(vm_ips) <= wanted:
+        raise NetnsError(f"the pod VM has {len(vm_ips)} IP addresses; the tunnel needs address #{wanted + 1}")
+    return ipaddress.IPv4Address(vm_ips[wanted])
+
+
+def setup(netns_path: str, network: PodNetwork, peer: ipaddress.IPv4Address) -> None:
+    """NOTRACK rules, then the VXLAN device made here (its UDP socket stays in this namespace),
+    moved into the pod's namespace as vxlan1, and the pod's interface spliced to it both ways.
+    Whatever a previous attempt left in the pod's namespace is removed first."""
+    teardown_pod_side(netns_path, network)
+    notrack.add(peer, network.vxlan_port, network.vxlan_id)
+    with namespace(None) as host, namespace(netns_path) as pod:
+        index, name = create_vxlan(host, HOST_VXLAN_NAMES, network.vxlan_id, peer, network.vxlan_port)
+        try:
+            host.link("set", index=index, net_ns_fd=netns_path)
+        except Exception:
+            delete_link(host, index)
+            raise
+        tunnel = index_of(pod, name)
+        pod_if = index_of(pod, network.interface)
+        if tunnel is None or pod_if is None:
+            raise NetnsError(f"{name} or {network.interface} missing in {netns_path} after the move")
+        pod.link("set", index=tunnel, ifname=POD_TUNNEL_INTERFACE)
+        pod.link("set", index=tunnel, state="up")
+        redirect(pod, pod_if, tunnel)
+        redirect(pod, tunnel, pod_if)
+
+
+def teardown_pod_side(netns_path: str, network: PodNetwork) -> None:
+    """Redirects and vxlan1 out of the pod's namespace; a namespace already gone is fine."""
+    try:
+        with namespace(netns_path) as pod:
+            for name in (network.interface, POD_TUNNEL_INTERFACE):
+                if (index := index_of(pod, name)) is not None:
+                    remove_redirect(pod, index)
+            if (tunnel := index_of(pod, POD_TUNNEL_INTERFACE)) is not None and vxlan_params(pod, tunnel):
+                delete_link(pod, tunnel)
+    except NetnsGone:
+        log.info("pod network namespace %s is already gone", netns_path)
+
+
+def teardown(netns_path: str, network: PodNetwork, peer: ipaddress.IPv4Address | None) -> None:
+    """Undo `setup` in upstream's order. The NOTRACK rules are removed from the values kept with
+    the sandbox, so they do not leak when the CNI deleted the pod's namespace first."""
+    teardown_pod_side(netns_path, network)
+    if peer is not None:
+        notrack.remove(peer, network.vxlan_port, network.vxlan_id)
