@@ -206,6 +206,57 @@ def test_mutating_a_real_response_only_raises_jwe_errors(member: str, value: obj
 
 _SHARED_KEY = TeeKeyPair.generate()
 _SHARED_RESPONSE = _members(encrypt_for(_SHARED_KEY.public_jwk(), SECRET))
+_RSA_KEY = TeeKeyPair.generate(ALGORITHM_RSA)
+_RESPONSES = [(key, _members(encrypt_for(key.public_jwk(), SECRET))) for key in (_SHARED_KEY, _RSA_KEY)]
+
+
+def _header_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _refusal(member: str, original: dict[str, Any], changed: bytes) -> str:
+    """The JweError message (a regex) a response whose `member` now decodes to `changed` must get:
+    header checks in the order the client makes them, then the key unwrap, then the GCM tag, which
+    authenticates iv, ciphertext and the protected header's text."""
+    if member == "encrypted_key":
+        return "unwrap of the content key failed"
+    if member != "protected":
+        return "authentication tag does not match"
+    header = _header_object(changed)
+    if header is None:
+        return "not a flattened JWE"
+    if not isinstance(header.get("alg"), str):
+        return "has no 'alg'"
+    if header.get("enc") != "A256GCM":
+        return "content encryption"
+    if header["alg"] != original["alg"]:
+        return "key wrapping"
+    if header.get("epk") != original.get("epk"):
+        return "'epk'|curve|unwrap of the content key failed"  # off the curve, or another key
+    return "authentication tag does not match"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(_RESPONSES),
+    st.sampled_from(["protected", "encrypted_key", "iv", "ciphertext", "tag"]),
+    st.data(),
+    st.integers(min_value=1, max_value=255),
+)
+def test_any_changed_byte_of_a_response_is_refused_for_its_member(
+    response: tuple[TeeKeyPair, dict[str, Any]], member: str, data: st.DataObject, mask: int
+) -> None:
+    key, doc = response
+    assert key.decrypt_response(json.dumps(doc)) == SECRET
+    raw = bytearray(b64url_decode(doc[member], member))
+    raw[data.draw(st.integers(min_value=0, max_value=len(raw) - 1))] ^= mask
+    original = json.loads(b64url_decode(doc["protected"], "protected"))
+    with pytest.raises(JweError, match=_refusal(member, original, bytes(raw))):
+        key.decrypt_response(json.dumps({**doc, member: b64url_encode(bytes(raw))}))
 
 
 def test_keys_that_do_not_fit_are_refused() -> None:
