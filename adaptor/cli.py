@@ -10,10 +10,11 @@ import sys
 
 from adaptor.config import SETTINGS, AdaptorConfig
 from adaptor.hypervisor import hypervisor_services
+from adaptor.observability import Observability
 from adaptor.sandbox import SandboxManager
 from adaptor.state import StateStore
 from adaptor.tunnel.authority import TunnelAuthority
-from protocols.daemon import notify_ready, run, setup_logging
+from protocols.daemon import add_logging_arguments, notify_ready, run, setup_logging
 from protocols.extras import MissingExtraError
 from protocols.ttrpc.server import Server
 from providers import registry
@@ -32,7 +33,7 @@ def parser(selected: str | None = None) -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="provider", metavar="PROVIDER", required=True)
     for name in registry.available():
         sub = commands.add_parser(name, help=f"run with the {name} provider")
-        sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        add_logging_arguments(sub)
         add_arguments(sub.add_argument_group("adaptor"), SETTINGS)
         if name != selected:
             continue
@@ -51,22 +52,27 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     provider_config = resolve(plugin.settings, args, os.environ)
     owner = config.resolved_owner()
     provider: Provider = plugin.create(provider_config, owner)
+    store = StateStore(config.state_dir / "sandboxes.db")
+    # Up before the first cloud call: /startup says 503 (not "refused") while the cloud is checked.
+    observability = Observability(config.probe_port, store.all)
+    await observability.start()
     validate = getattr(provider, "validate", None)
     if validate is not None:
         await validate()
-    store = StateStore(config.state_dir / "sandboxes.db")
     authority = TunnelAuthority.load_or_create(config.state_dir / "tls")
     manager = SandboxManager(config, provider, store, authority)
     await manager.reconcile()
     server = Server(hypervisor_services(manager))
     await server.listen_unix(config.socket)
     log.info("serving %s with the %s provider (owner %s)", config.socket, args.provider, owner)
+    observability.started()
     notify_ready()
     await stop.wait()
     log.info("shutting down; pod VMs keep running and are resumed on the next start")
     await server.close()
     await manager.close()
     await provider.teardown()
+    await observability.close()
     store.close()
 
 
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     selected = next((arg for arg in argv if not arg.startswith("-")), None)
     args = parser(selected).parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.log_format)
     try:
         registry.load(args.provider)
     except MissingExtraError as exc:

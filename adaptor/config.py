@@ -30,6 +30,8 @@ SETTINGS = [
             help="registry credentials (containers auth.json) sent to every pod VM"),
     Setting("enable-scratch-space", "ENABLE_SCRATCH_SPACE", kind=bool, default=False,
             help="ask pod VMs to encrypt a scratch disk for image layers"),
+    Setting("probe-port", "PROBE_PORT", kind=int, default=8000,
+            help="port on 127.0.0.1 for /startup, /healthz and /metrics (0: none)"),
 ]  # fmt: skip
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
@@ -62,6 +64,7 @@ class AdaptorConfig:
     tls_min_version: str
     auth_json: str
     enable_scratch_space: bool
+    probe_port: int = 8000
 
     @classmethod
     def from_values(cls, values: Mapping[str, SettingValue | None]) -> AdaptorConfig:
@@ -93,6 +96,8 @@ class AdaptorConfig:
                 problems.append(
                     f"AUTH_JSON_FILE: {len(auth_json)} bytes exceeds the {AUTH_JSON_LIMIT}-byte limit"
                 )
+        if not 0 <= int(str(values["probe_port"])) <= 65535:
+            problems.append(f"PROBE_PORT: {values['probe_port']} is not a TCP port (0-65535)")
         for key in ("socket", "pods_dir"):
             if ":" in str(values[key]) or not Path(str(values[key])).is_absolute():
                 problems.append(f"{key}: must be an absolute path without ':' (the shim requires it)")
@@ -109,6 +114,7 @@ class AdaptorConfig:
             tls_min_version=str(values["tls_min_version"]),
             auth_json=auth_json,
             enable_scratch_space=bool(values["enable_scratch_space"]),
+            probe_port=int(str(values["probe_port"])),
         )
 
     def resolved_owner(self) -> str:

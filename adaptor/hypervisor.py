@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
+from adaptor.logcontext import about_sandbox
+from adaptor.metrics import START_VM_SECONDS, STOP_VM_SECONDS, timed
 from adaptor.sandbox import SandboxManager
+from protocols.daemon import log_fields
 from protocols.proto import hypervisor_pb2, podvminfo_pb2
 from protocols.ttrpc.envelope import Call
 from protocols.ttrpc.server import Services, unary
@@ -16,22 +19,26 @@ VERSION = "0.1.0"
 
 def hypervisor_services(manager: SandboxManager) -> Services:
     async def create_vm(request: hypervisor_pb2.CreateVMRequest, call: Call) -> Message:
-        path = manager.create_vm(request.id, dict(request.annotations), request.networkNamespacePath)
+        with about_sandbox(request.id, annotations=request.annotations):
+            path = manager.create_vm(request.id, dict(request.annotations), request.networkNamespacePath)
         return hypervisor_pb2.CreateVMResponse(agentSocketPath=path)
 
     async def start_vm(request: hypervisor_pb2.StartVMRequest, call: Call) -> Message:
-        await manager.start_vm(request.id, call.remaining())
+        with about_sandbox(request.id, manager.store.get(request.id)), timed(START_VM_SECONDS):
+            await manager.start_vm(request.id, call.remaining())
         return hypervisor_pb2.StartVMResponse()
 
     async def stop_vm(request: hypervisor_pb2.StopVMRequest, call: Call) -> Message:
-        await manager.stop_vm(request.id)
+        with about_sandbox(request.id, manager.store.get(request.id)), timed(STOP_VM_SECONDS):
+            await manager.stop_vm(request.id)
         return hypervisor_pb2.StopVMResponse()
 
     async def version(request: hypervisor_pb2.VersionRequest, call: Call) -> Message:
         return hypervisor_pb2.VersionResponse(version=VERSION)
 
     async def get_info(request: podvminfo_pb2.GetInfoRequest, call: Call) -> Message:
-        vm_id = await manager.instance_of(request.PodName, request.PodNamespace, request.Wait)
+        with log_fields(pod_name=request.PodName, pod_namespace=request.PodNamespace):
+            vm_id = await manager.instance_of(request.PodName, request.PodNamespace, request.Wait)
         return podvminfo_pb2.GetInfoResponse(VMID=vm_id)
 
     return {

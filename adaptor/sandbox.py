@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from adaptor.annotations import AnnotationError, check_sandbox_id, instance_name, pod_info
 from adaptor.config import AdaptorConfig
+from adaptor.logcontext import about_sandbox
 from adaptor.state import SandboxRecord, SandboxState, StateStore
 from adaptor.tunnel.authority import TunnelAuthority
 from adaptor.tunnel.hooks import worker_interceptors
@@ -263,10 +264,11 @@ class SandboxManager:
                 log.error("sandbox %s: instance %s vanished; marking it lost", record.id, record.instance_id)
                 self.store.put(record.evolve(state=SandboxState.LOST, error="instance vanished"))
             elif record.state == SandboxState.RUNNING:
-                proxy = self._proxy(record)
-                await proxy.start()
-                self.proxies[record.id] = proxy
-                log.info("sandbox %s resumed on %s", record.id, record.socket_path)
+                with about_sandbox(record.id, record):  # the proxy's own tasks inherit the fields
+                    proxy = self._proxy(record)
+                    await proxy.start()
+                    self.proxies[record.id] = proxy
+                    log.info("sandbox %s resumed on %s", record.id, record.socket_path)
             elif record.state == SandboxState.STOPPING:
                 self.store.delete(record.id)
                 shutil.rmtree(Path(record.socket_path).parent, ignore_errors=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
@@ -44,6 +45,34 @@ class ErrorKind(Enum):
 
 
 _RETRYABLE = frozenset({ErrorKind.THROTTLED, ErrorKind.TRANSIENT})
+
+CLOUD_CALLS = Counter(
+    "peerpods_cloud_api_calls", "Cloud API calls made (each attempt)", ["provider", "operation"]
+)
+CLOUD_THROTTLES = Counter(
+    "peerpods_cloud_api_throttles", "Cloud API calls the cloud throttled", ["provider", "operation"]
+)
+CLOUD_ERRORS = Counter(
+    "peerpods_cloud_api_errors", "Cloud API calls that failed, by the cloud's error code",
+    ["provider", "operation", "code"],
+)  # fmt: skip
+MAX_CODE_LENGTH = 64  # a metric label: bounded, whatever an SDK puts in its error
+
+
+def error_code(exc: BaseException) -> str:
+    """The cloud's own error code if the SDK's exception carries one, else the exception's type.
+
+    Read by shape, so that this module needs no SDK: EC2 (botocore) keeps it in
+    `response["Error"]["Code"]`, ARM (azure-core) in `error.code`, Google API errors in `reason`.
+    """
+    response = getattr(exc, "response", None)
+    candidates = (
+        response.get("Error", {}).get("Code") if isinstance(response, dict) else None,
+        getattr(getattr(exc, "error", None), "code", None),
+        getattr(exc, "reason", None),
+    )
+    code = next((c for c in candidates if isinstance(c, str) and c), type(exc).__name__)
+    return code[:MAX_CODE_LENGTH]
 
 
 @dataclass(frozen=True)
@@ -176,8 +205,10 @@ class CloudCaller:
         *,
         sleep: Sleep = asyncio.sleep,
         workers: int = 64,
+        provider: str = "",
     ) -> None:
         self._classify = classify
+        self._provider = provider
         self._limiter = limiter
         self._policy = policy
         self._retry_after = retry_after
@@ -198,6 +229,13 @@ class CloudCaller:
         hint = self._retry_after(exc) if exc is not None else None
         return max(backoff, hint or 0.0)
 
+    def _count_failure(self, operation: str, exc: Exception) -> None:
+        if isinstance(exc, ProviderError):
+            return  # raised by our own code in the call, not an answer from the cloud
+        if self._classify(exc) == ErrorKind.THROTTLED:
+            CLOUD_THROTTLES.labels(self._provider, operation).inc()
+        CLOUD_ERRORS.labels(self._provider, operation, error_code(exc)).inc()
+
     @staticmethod
     def _log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -214,13 +252,19 @@ class CloudCaller:
         """
         loop = asyncio.get_running_loop()
         bound = functools.partial(fn, *args, **kwargs)
+        operation = getattr(fn, "__name__", "cloud call")
 
         async def attempt() -> T:
             async with self._workers:
                 await self._limiter.acquire()
-                return await loop.run_in_executor(self._executor, bound)
+                CLOUD_CALLS.labels(self._provider, operation).inc()
+                try:
+                    return await loop.run_in_executor(self._executor, bound)
+                except Exception as exc:
+                    self._count_failure(operation, exc)
+                    raise
 
-        attempt.__name__ = getattr(fn, "__name__", "cloud call")
+        attempt.__name__ = operation
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._policy.attempts),
             wait=self._wait,

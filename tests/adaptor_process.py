@@ -54,7 +54,8 @@ class AdaptorProcess:
             self.process = await asyncio.create_subprocess_exec(
                 str(binary), self.provider,
                 "--socket", str(self.socket), "--pods-dir", str(self.directory / "pods"),
-                "--state-dir", str(self.state_dir), *self.args,
+                # No HTTP endpoints unless `args` ask for them (--probe-port): tests run many at once.
+                "--state-dir", str(self.state_dir), "--probe-port", "0", *self.args,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=log,
                 env=dict(self.env),
             )  # fmt: skip

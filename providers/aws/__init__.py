@@ -39,7 +39,9 @@ class AwsPlugin:
         if aws_config is None or limiter is None:
             raise ConfigError(problems)
         client = make_client(aws_config)
-        return AwsProvider(aws_config, owner, client, CloudCaller(classify, limiter, workers=WORKERS))
+        return AwsProvider(
+            aws_config, owner, client, CloudCaller(classify, limiter, workers=WORKERS, provider="aws")
+        )
 
 
 PLUGIN = AwsPlugin()

@@ -103,7 +103,7 @@ class AzureProvider:
         self._owner = owner
         self._credential = credential if credential is not None else build_credential(config)
         self._compute, self._network = build_clients(config, self._credential, poll_interval_s)
-        self._caller = CloudCaller(classify, limiter, retry_policy, retry_after)
+        self._caller = CloudCaller(classify, limiter, retry_policy, retry_after, provider="azure")
         self._policy = retry_policy
         self._poll_interval_s = poll_interval_s
         self._sizes: dict[str, InstanceTypeSpec] | None = None

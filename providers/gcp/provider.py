@@ -89,10 +89,12 @@ class GcpProvider:
         self._operations = compute_v1.ZoneOperationsClient(**client_args)
         self._machine_types = compute_v1.MachineTypesClient(**client_args)
         self._images = compute_v1.ImagesClient(**client_args)
-        self._caller = CloudCaller(errors.classify, limiter, policy, errors.retry_after)
+        self._caller = CloudCaller(errors.classify, limiter, policy, errors.retry_after, provider="gcp")
         # zoneOperations.wait holds its thread for up to two minutes: waits get their own, larger pool
         # (same limiter and policy), so that many VMs booting at once never starve inserts and gets.
-        self._waiter = CloudCaller(errors.classify, limiter, policy, errors.retry_after, workers=WAIT_WORKERS)
+        self._waiter = CloudCaller(
+            errors.classify, limiter, policy, errors.retry_after, workers=WAIT_WORKERS, provider="gcp"
+        )
         self._type_specs: list[InstanceTypeSpec] | None = None
         self._type_specs_lock = asyncio.Lock()
         self._image_sizes: dict[str, int] = {}
