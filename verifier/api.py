@@ -64,6 +64,15 @@ def _tdx(config: VerifierConfig) -> Verifier:
     return verifier
 
 
+def _sgx(config: VerifierConfig) -> Verifier:
+    """The same `dcap_verifier` settings as `tdx`, with SGX's TCB info and QE identity."""
+    dcap = dict(config.get("dcap_verifier") or {})
+    sgx_tee = import_verifier("verifier.dcap.collateral", "SGX")
+    source = import_verifier("verifier.dcap.sources", "source_from_config")(**dcap, tee=sgx_tee)
+    verifier: Verifier = import_verifier("verifier.sgx", "SgxVerifier")(source=source)
+    return verifier
+
+
 def _az_snp_vtpm(config: VerifierConfig) -> Verifier:
     """The SNP half is checked by an SNP verifier with the same VCEK sources as the `snp` TEE."""
     verifier: Verifier = import_verifier("verifier.az_snp_vtpm", "AzSnpVtpmVerifier")(snp=_snp(config))
@@ -86,6 +95,7 @@ TEES: Mapping[str, TeeSpec] = {
     "sample": TeeSpec(_sample),
     "snp": TeeSpec(_snp),
     "tdx": TeeSpec(_tdx),
+    "sgx": TeeSpec(_sgx),
     "az-snp-vtpm": TeeSpec(_az_snp_vtpm),
     "az-tdx-vtpm": TeeSpec(_az_tdx_vtpm),
 }

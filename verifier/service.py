@@ -6,7 +6,7 @@ as annotated evidence (`<tee>`, `report_data`, `init_data`, `runtime_data_claims
 evaluate policy `<policy_id>_<tee class>` for `data.policy.trust_claims` and `data.policy.extensions`,
 with `query_reference_value(name)` answered by the RVPS; one appraisal per attester (`cpu0`, ...);
 sign. Methods are thread-safe; asyncio callers use the `_async` variants, which keep CPU work off
-the event loop and let verifiers that can fetch missing collateral (TDX) do so.
+the event loop and let verifiers that can fetch missing collateral (TDX, SGX) do so.
 
 Deliberate difference from upstream: runtime data is required (upstream skips the report-data check
 when it is absent); evidence not bound to anything is refused.

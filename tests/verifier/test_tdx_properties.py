@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.verifier import tdx_builder as b
 from verifier.dcap.collateral import parse_qe_identity, parse_tcb_info, split_document
+from verifier.dcap.evidence import QuoteDecoder
 from verifier.dcap.pck import parse_sgx_extension
 from verifier.dcap.sources import crl_der, parse_pcs_client_tool
 from verifier.dcap.store import load_collateral
@@ -22,7 +23,7 @@ from verifier.errors import VerificationError
 from verifier.tdx import RawCollateral, TdxVerifier
 from verifier.tdx.eventlog import event_claims, parse_ccel, replay
 from verifier.tdx.quote import parse_quote
-from verifier.tdx.verifier import QuoteDecoder, parse_evidence
+from verifier.tdx.verifier import parse_evidence
 
 PKI = b.make_pki()
 QUOTE = b.make_quote(PKI, b.QuoteSpec(version=5, body_type=3))

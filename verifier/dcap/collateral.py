@@ -1,4 +1,4 @@
-"""Intel collateral documents: TDX TCB info (v3) and TD QE identity (v2), as PCS serves them.
+"""Intel collateral documents: TCB info (v3) and QE identity (v2) of TDX or SGX, as PCS serves them.
 
 A document is `{"tcbInfo": {...}, "signature": "<hex r||s>"}` (or `enclaveIdentity`); Intel signs
 the exact bytes of the inner object's JSON text, so those bytes are cut out of the document as
@@ -25,6 +25,24 @@ T = TypeVar("T")
 class CollateralError(VerificationError):
     def __init__(self, message: str) -> None:
         super().__init__("collateral_invalid", message)
+
+
+@dataclass(frozen=True, slots=True)
+class DcapTee:
+    """What differs between TDX and SGX collateral: PCS paths, document ids, PCS Client Tool keys."""
+
+    name: str  # "tdx" or "sgx": the PCS path prefix of TCB info and QE identity
+    tcb_info_id: str
+    qe_identity_id: str
+    tool_qe_identity: str  # key of the QE identity in PCS Client Tool output
+
+    @property
+    def is_tdx(self) -> bool:
+        return self.name == "tdx"
+
+
+TDX = DcapTee("tdx", "TDX", "TD_QE", "tdqeidentity")
+SGX = DcapTee("sgx", "SGX", "QE", "qeidentity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +84,7 @@ class TcbInfo:
     pce_id: bytes
     tcb_type: int
     evaluation_data_number: int
-    tdx_module: TdxModule
+    tdx_module: TdxModule | None  # TDX only
     module_identities: tuple[TdxModule, ...]
     levels: tuple[TcbLevel, ...]  # highest first, as Intel's verifier orders them
 
@@ -207,13 +225,13 @@ def _components(obj: Any, key: str, what: str) -> tuple[int, ...]:
     return svns
 
 
-def _tcb_level(obj: Any, what: str) -> TcbLevel:
+def _tcb_level(obj: Any, what: str, tdx: bool) -> TcbLevel:
     obj = _object(obj, what)
     tcb = _field(obj, "tcb", dict, what)
     return TcbLevel(
         sgx_svns=_components(tcb, "sgxtcbcomponents", what + ".tcb"),
         pce_svn=_field(tcb, "pcesvn", int, what + ".tcb"),
-        tdx_svns=_components(tcb, "tdxtcbcomponents", what + ".tcb"),
+        tdx_svns=_components(tcb, "tdxtcbcomponents", what + ".tcb") if tdx else (),
         date=_date(obj, "tcbDate", what),
         status=_field(obj, "tcbStatus", str, what),
         advisory_ids=_advisories(obj, what),
@@ -243,16 +261,18 @@ def _module(obj: Any, what: str) -> TdxModule:
     )
 
 
-def parse_tcb_info(obj: Any) -> TcbInfo:
-    """A TDX TCB info object (the value of `tcbInfo`), version 3."""
+def parse_tcb_info(obj: Any, tee: DcapTee = TDX) -> TcbInfo:
+    """A TCB info object (the value of `tcbInfo`), version 3, of `tee`; SGX's has no TDX parts."""
     what = "tcbInfo"
     obj = _object(obj, what)
     version = _field(obj, "version", int, what)
     ident = _field(obj, "id", str, what)
-    if version != 3 or ident != "TDX":
-        raise CollateralError(f"TCB info {ident!r} version {version} is not TDX TCB info v3")
-    levels = _list(obj, "tcbLevels", what, _tcb_level)
-    modules = _list(obj, "tdxModuleIdentities", what, _module) if "tdxModuleIdentities" in obj else ()
+    if version != 3 or ident != tee.tcb_info_id:
+        raise CollateralError(f"TCB info {ident!r} version {version} is not {tee.tcb_info_id} TCB info v3")
+    levels = _list(obj, "tcbLevels", what, lambda level, at: _tcb_level(level, at, tee.is_tdx))
+    has_modules = tee.is_tdx and "tdxModuleIdentities" in obj
+    modules = _list(obj, "tdxModuleIdentities", what, _module) if has_modules else ()
+    module = _module(_field(obj, "tdxModule", dict, what), what + ".tdxModule") if tee.is_tdx else None
     return TcbInfo(
         id=ident,
         version=version,
@@ -262,20 +282,22 @@ def parse_tcb_info(obj: Any) -> TcbInfo:
         pce_id=_hex(_field(obj, "pceId", str, what), 2, "tcbInfo.pceId"),
         tcb_type=_field(obj, "tcbType", int, what),
         evaluation_data_number=_field(obj, "tcbEvaluationDataNumber", int, what),
-        tdx_module=_module(_field(obj, "tdxModule", dict, what), what + ".tdxModule"),
+        tdx_module=module,
         module_identities=modules,
         levels=tuple(sorted(levels, key=lambda lv: (lv.sgx_svns, lv.pce_svn, lv.tdx_svns), reverse=True)),
     )
 
 
-def parse_qe_identity(obj: Any) -> QeIdentity:
-    """A TD QE identity object (the value of `enclaveIdentity`), version 2."""
+def parse_qe_identity(obj: Any, tee: DcapTee = TDX) -> QeIdentity:
+    """A QE identity object (the value of `enclaveIdentity`), version 2: TD_QE for TDX, QE for SGX."""
     what = "enclaveIdentity"
     obj = _object(obj, what)
     version = _field(obj, "version", int, what)
     ident = _field(obj, "id", str, what)
-    if version != 2 or ident != "TD_QE":
-        raise CollateralError(f"QE identity {ident!r} version {version} is not a TD_QE identity v2")
+    if version != 2 or ident != tee.qe_identity_id:
+        raise CollateralError(
+            f"QE identity {ident!r} version {version} is not a {tee.qe_identity_id} identity v2"
+        )
     levels = _list(obj, "tcbLevels", what, _isv_level)
     return QeIdentity(
         id=ident,

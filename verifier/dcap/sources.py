@@ -1,11 +1,12 @@
-"""Where TDX collateral comes from: Intel PCS or a PCCS over HTTP, or an offline file.
+"""Where DCAP collateral comes from: Intel PCS or a PCCS over HTTP, or an offline file.
 
-Both implement `CollateralSource.fetch(fmspc, ca) -> RawCollateral`, the only I/O of the TDX
-verifier. PCS/PCCS endpoints and headers are those of Intel's v4 API as upstream Trustee uses
-them (`tdx/certification/v4/tcb`, `.../qe/identity`, `sgx/certification/v4/pckcrl`, issuer chains
-URL-encoded in response headers). The offline file is the JSON written by Intel's PCS Client Tool,
-which upstream reads for `collateral_service = "file://..."`. Blocking on purpose, like the SNP
-verifier's KDS client: verification runs in a worker thread and only a cache miss gets here.
+Both implement `CollateralSource.fetch(fmspc, ca) -> RawCollateral`, the only I/O of the TDX and
+SGX verifiers. PCS/PCCS endpoints and headers are those of Intel's v4 API as upstream Trustee uses
+them (`<tdx|sgx>/certification/v4/tcb`, `.../qe/identity`, `sgx/certification/v4/pckcrl` for
+both, issuer chains URL-encoded in response headers). The offline file is the JSON written by
+Intel's PCS Client Tool, which upstream reads for `collateral_service = "file://..."`. Blocking on
+purpose, like the SNP verifier's KDS client: verification runs in a worker thread and only a cache
+miss gets here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from verifier.dcap.collateral import CollateralError
+from verifier.dcap.collateral import TDX, CollateralError, DcapTee
 from verifier.dcap.store import RawCollateral
 from verifier.errors import VerificationError
 
@@ -66,7 +67,12 @@ class PcsSource:
     """Intel PCS or a PCCS; as upstream, only the scheme and host of `base_url` are used."""
 
     def __init__(
-        self, base_url: str = INTEL_PCS_URL, *, update: str = "early", timeout: float = 30.0
+        self,
+        base_url: str = INTEL_PCS_URL,
+        *,
+        update: str = "early",
+        timeout: float = 30.0,
+        tee: DcapTee = TDX,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -77,6 +83,7 @@ class PcsSource:
         self._is_intel = parts.hostname == "api.trustedservices.intel.com"
         self._update = update
         self._timeout = timeout
+        self._tee = tee
 
     def _get(self, url: str, chain_headers: tuple[str, ...] = ()) -> tuple[bytes, bytes | None]:
         try:
@@ -94,10 +101,9 @@ class PcsSource:
     def fetch(self, fmspc: bytes, ca: str) -> RawCollateral:
         base, update = self._origin, urlencode({"update": self._update})
         tcb_query = urlencode({"fmspc": fmspc.hex().upper(), "update": self._update})
-        tcb, tcb_chain = self._get(f"{base}tdx/certification/v4/tcb?{tcb_query}", TCB_INFO_CHAIN_HEADERS)
-        qe, qe_chain = self._get(
-            f"{base}tdx/certification/v4/qe/identity?{update}", QE_IDENTITY_CHAIN_HEADERS
-        )
+        api = f"{base}{self._tee.name}/certification/v4"
+        tcb, tcb_chain = self._get(f"{api}/tcb?{tcb_query}", TCB_INFO_CHAIN_HEADERS)
+        qe, qe_chain = self._get(f"{api}/qe/identity?{update}", QE_IDENTITY_CHAIN_HEADERS)
         crl_query = urlencode({"ca": ca, "encoding": "der"})
         crl, crl_chain = self._get(f"{base}sgx/certification/v4/pckcrl?{crl_query}", PCK_CRL_CHAIN_HEADERS)
         root_url = INTEL_ROOT_CA_CRL_URL if self._is_intel else f"{base}sgx/certification/v4/rootcacrl"
@@ -123,8 +129,10 @@ def _compact(inner_key: str, document: Mapping[str, Any]) -> bytes:
     ).encode("utf-8")
 
 
-def parse_pcs_client_tool(data: bytes, fmspc: bytes, ca: str, update: str = "early") -> RawCollateral:
-    """Collateral for one platform out of a PCS Client Tool `{"collaterals": {...}}` file."""
+def parse_pcs_client_tool(
+    data: bytes, fmspc: bytes, ca: str, update: str = "early", tee: DcapTee = TDX
+) -> RawCollateral:
+    """`tee`'s collateral for one platform out of a PCS Client Tool `{"collaterals": {...}}` file."""
     try:
         collaterals = json.loads(data)["collaterals"]
         entry = next(
@@ -134,10 +142,14 @@ def parse_pcs_client_tool(data: bytes, fmspc: bytes, ca: str, update: str = "ear
         if entry is None:
             raise _unavailable(f"the collateral file has no TCB info for FMSPC {fmspc.hex()}")
         early = update == "early"
-        tcb = (early and entry.get("tdx_tcbinfo_early")) or entry.get("tdx_tcbinfo")
-        qe = (early and collaterals.get("tdqeidentity_early")) or collaterals.get("tdqeidentity")
+        tcb_key, qe_key = f"{tee.name}_tcbinfo", tee.tool_qe_identity
+        tcb = (early and entry.get(f"{tcb_key}_early")) or entry.get(tcb_key)
+        qe = (early and collaterals.get(f"{qe_key}_early")) or collaterals.get(qe_key)
         if not tcb or not qe:
-            raise _unavailable(f"the collateral file lacks TDX TCB info or TD QE identity for {fmspc.hex()}")
+            raise _unavailable(
+                f"the collateral file lacks {tee.tcb_info_id} TCB info or {tee.qe_identity_id} identity "
+                f"for {fmspc.hex()}"
+            )
         certs = collaterals["certificates"]
         crl_chains = certs.get("SGX-PCK-Certificate-Issuer-Chain") or {}
         crl_chain = crl_chains.get(ca.upper())
@@ -158,22 +170,24 @@ def parse_pcs_client_tool(data: bytes, fmspc: bytes, ca: str, update: str = "ear
 class OfflineSource:
     """A PCS Client Tool collateral file, for sites without access to Intel's PCS."""
 
-    def __init__(self, path: Path, *, update: str = "early") -> None:
+    def __init__(self, path: Path, *, update: str = "early", tee: DcapTee = TDX) -> None:
         self._path = path
         self._update = update
+        self._tee = tee
 
     def fetch(self, fmspc: bytes, ca: str) -> RawCollateral:
         try:
             data = self._path.read_bytes()
         except OSError as exc:
             raise _unavailable(f"cannot read {self._path}: {exc}") from None
-        return parse_pcs_client_tool(data, fmspc, ca, self._update)
+        return parse_pcs_client_tool(data, fmspc, ca, self._update, self._tee)
 
 
 def source_from_config(
-    collateral_service: str = INTEL_PCS_URL, tcb_update_type: str = "early"
+    collateral_service: str = INTEL_PCS_URL, tcb_update_type: str = "early", tee: DcapTee = TDX
 ) -> CollateralSource:
     """Upstream's `dcap_verifier` settings: a PCS/PCCS URL, or `file://<path>` for an offline file."""
     if collateral_service.startswith("file://"):
-        return OfflineSource(Path(unquote(urlsplit(collateral_service).path)), update=tcb_update_type)
-    return PcsSource(collateral_service, update=tcb_update_type)
+        path = Path(unquote(urlsplit(collateral_service).path))
+        return OfflineSource(path, update=tcb_update_type, tee=tee)
+    return PcsSource(collateral_service, update=tcb_update_type, tee=tee)

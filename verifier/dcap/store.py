@@ -1,4 +1,4 @@
-"""Verified TDX collateral, cached per platform, and the error that asks for more.
+"""Verified DCAP collateral (TDX or SGX), cached per platform, and the error that asks for more.
 
 Collateral arrives as `RawCollateral` (documents, CRLs and the PEM issuer chains PCS sends in
 response headers); `load_collateral` parses it and checks every signature it can. A document
@@ -18,7 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from verifier.dcap.collateral import (
+    TDX,
     CollateralError,
+    DcapTee,
     QeIdentity,
     SignedDocument,
     TcbInfo,
@@ -141,11 +143,13 @@ def _merge(a: Validity | None, b: Validity | None) -> Validity | None:
     return Validity(max(a.not_before, b.not_before), min(a.not_after, b.not_after))
 
 
-def load_collateral(raw: RawCollateral, root: x509.Certificate, now: datetime) -> Collateral:
-    """Parse `raw` and check every signature whose issuer chain it carries."""
+def load_collateral(
+    raw: RawCollateral, root: x509.Certificate, now: datetime, tee: DcapTee = TDX
+) -> Collateral:
+    """Parse `raw` as `tee`'s collateral and check every signature whose issuer chain it carries."""
     tcb_obj, tcb_doc = split_document(raw.tcb_info, "tcbInfo")
     qe_obj, qe_doc = split_document(raw.qe_identity, "enclaveIdentity")
-    tcb_info, qe_identity = parse_tcb_info(tcb_obj), parse_qe_identity(qe_obj)
+    tcb_info, qe_identity = parse_tcb_info(tcb_obj, tee), parse_qe_identity(qe_obj, tee)
     root_crl = _load_crl(raw.root_ca_crl, root, "Root CA CRL") if raw.root_ca_crl is not None else None
     tcb_chain = _verify_document(tcb_doc, raw.tcb_info_issuer_chain, root, root_crl, "TCB info")
     qe_chain = _verify_document(qe_doc, raw.qe_identity_issuer_chain, root, root_crl, "QE identity")

@@ -9,6 +9,9 @@
 # Deliberate difference: the `sample` TEE (no hardware, no signature) is never trusted here, whatever
 # reference values are registered; upstream gives it executables 3 / hardware 2 when they match.
 # Use a policy of your own to accept sample evidence in tests and demos.
+# Upstream has no SGX rules (SGX evidence gets no affirming claim there); the SGX section below is ours,
+# shaped like the TDX one: executables from the enclave's identity (MRENCLAVE and MRSIGNER), hardware
+# from Intel's verdict on the platform, configuration 3 for release enclaves only.
 package policy
 
 import rego.v1
@@ -129,6 +132,30 @@ hardware := 2 if {
 configuration := 2 if {
 	input.tdx.td_attributes.debug == false
 	input.tdx.quote.body.xfam in query_reference_value("xfam")
+}
+
+##### Intel SGX (ours: upstream has none)
+
+# The enclave's code (MRENCLAVE) and the key that signed it (MRSIGNER) are both registered.
+executables := 3 if {
+	input.sgx.body.mr_enclave in query_reference_value("mr_enclave")
+	input.sgx.body.mr_signer in query_reference_value("mr_signer")
+}
+
+hardware := 2 if {
+	input.sgx.header.vendor_id == "939a7233f79c4ca9940a0db3957f0607" # Intel QE
+	input.sgx.tcb_status == "UpToDate"
+	input.sgx.collateral_expiration_status == "0"
+}
+
+# ATTRIBUTES.FLAGS is little-endian hex: DEBUG (bit 1) is in the second hex digit.
+sgx_debug if substring(input.sgx.body["attributes.flags"], 1, 1) in {"2", "3", "6", "7", "a", "b", "e", "f"}
+
+# Nothing in an enclave report is an approved configuration by itself: a release enclave gets
+# "no known vulnerable configuration" (3), a debug enclave keeps "unavailable" (36).
+configuration := 3 if {
+	input.sgx
+	not sgx_debug
 }
 
 ##### Azure confidential VM, SEV-SNP with vTPM

@@ -6,7 +6,8 @@ bytes for reuse by the Azure TDX vTPM verifier, and `quote_claims` renders their
 
 from verifier.dcap.sources import CollateralSource, OfflineSource, PcsSource, source_from_config
 from verifier.dcap.store import Collateral, CollateralNeeded, CollateralStore, RawCollateral
-from verifier.tdx.verifier import TdxOptions, TdxVerifier, VerifiedQuote, parse_evidence
+from verifier.dcap.verifier import VerifiedQuote
+from verifier.tdx.verifier import TdxOptions, TdxVerifier, parse_evidence
 
 __all__ = [
     "Collateral",
