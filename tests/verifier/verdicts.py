@@ -1,9 +1,15 @@
-"""Shared pieces of the verdict property tests: flipping a byte, naming a verdict, and what an SNP
-report changed at one byte must be refused with (the SNP and Azure SNP vTPM tests both need it)."""
+"""Shared pieces of the verdict property tests: flipping a byte, naming a verdict, what an SNP report
+changed at one byte must be refused with (the SNP and Azure SNP vTPM tests both need it), and why a
+changed compact JWS must be refused (EAR tokens here, admin and attestation tokens at the KBS)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 from collections.abc import Callable
+from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -68,3 +74,69 @@ def snp_expected_reason(original: bytes, changed: bytes, offset: int, *, vlek: s
     if offset < SNP_SIGNATURE_END:
         return "bad_signature"
     return ACCEPTED  # the reserved tail of the signature field is not signed
+
+
+# ---- compact JWS (attestation and admin tokens)
+
+FORMAT, KEY, ALG, SIGNATURE = "format", "key", "alg", "signature"
+# What the KBS's refusal says for each (`TokenError`, `AdminDenied` and their HTTP details).
+JWS_MESSAGES = {
+    FORMAT: r"not a JWT|token (header|payload|signature)",
+    KEY: r"jwk",
+    ALG: r"token alg",
+    SIGNATURE: r"token signature does not verify",
+}
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise ValueError("duplicate member")
+    return dict(pairs)
+
+
+def _reject(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _canonical(part: str) -> bytes | None:
+    """The bytes of a canonical unpadded base64url part (RFC 7515), or None."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", part):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == part else None
+
+
+def _decoded_object(part: str) -> dict[str, Any] | None:
+    """The JSON object a part holds (UTF-8, strict JSON), or None."""
+    raw = _canonical(part)
+    try:
+        value = json.loads((raw or b"").decode("utf-8"), object_pairs_hook=_unique, parse_constant=_reject)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _key_members(header: dict[str, Any] | None) -> object:
+    """What makes a header jwk's key (a key is trusted, not the JWK's other members)."""
+    jwk = (header or {}).get("jwk")
+    return [jwk.get(name) for name in ("kty", "crv", "x", "y")] if isinstance(jwk, dict) else jwk
+
+
+def jws_refusal(original: str, changed: str) -> tuple[str, str]:
+    """Why a changed compact JWS must be refused: (by the signature check under the signer's key, by
+    a check that takes the key from the header jwk). A part that is not canonical base64url of a JSON
+    object is a format error; a header naming another key or algorithm is refused for that; any other
+    change -- a signed byte of header or payload, a byte of the signature -- fails the signature."""
+    parts = changed.split(".")
+    if len(parts) != 3:
+        return FORMAT, FORMAT
+    header, payload, signature = _decoded_object(parts[0]), _decoded_object(parts[1]), _canonical(parts[2])
+    if header is None or payload is None or signature is None:
+        return FORMAT, FORMAT
+    original_header = _decoded_object(original.split(".")[0])
+    assert original_header is not None
+    at_stage = ALG if header.get("alg") != original_header["alg"] else SIGNATURE
+    return at_stage, KEY if _key_members(header) != _key_members(original_header) else at_stage
