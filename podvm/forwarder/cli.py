@@ -10,7 +10,7 @@ from pathlib import Path
 
 from podvm.forwarder.service import AGENT_DIAL_TIMEOUT, DEFAULT_AGENT_SOCKET, DEFAULT_PORT, start_forwarder
 from protocols.apf import DEFAULT_CONFIG_PATH, ForwarderConfig, ForwarderConfigError
-from protocols.daemon import notify_ready, run, setup_logging, split_host_port
+from protocols.daemon import add_logging_arguments, notify_ready, run, setup_logging, split_host_port
 from protocols.tunnel_tls import TunnelTLSError, server_context
 
 log = logging.getLogger("agent-protocol-forwarder")
@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-cert-key", "--cert-key", help="server key (manual TLS mode)")
     p.add_argument("-ca-cert-file", "--ca-cert-file", help="CA for client certificates (manual TLS mode)")
     p.add_argument("-agent-dial-timeout", "--agent-dial-timeout", type=float, default=AGENT_DIAL_TIMEOUT)
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_logging_arguments(p)
     return p
 
 
@@ -59,7 +59,7 @@ def tls_from(args: argparse.Namespace, config: ForwarderConfig) -> tuple[str, st
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.log_format)
     try:
         config = ForwarderConfig.load(Path(args.config))
         tls = None
