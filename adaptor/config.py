@@ -6,10 +6,14 @@ import re
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from adaptor.netsettings import SETTINGS as POD_NETWORK_SETTINGS
+from adaptor.netsettings import PodNetworkConfig, parse_pod_network
+from adaptor.tunnel.authority import CustomPKI, read_custom_pki
 from protocols.initdata import InitDataError, decode_initdata
+from protocols.tunnel_tls import TunnelTLSError, check_tls_profile
 from providers.settings import ConfigError, Setting, SettingValue
 
 SETTINGS = [
@@ -26,6 +30,25 @@ SETTINGS = [
     Setting("initdata", "INITDATA", default="", help="default initdata, base64(gzip(TOML))"),
     Setting("tls-min-version", "TLS_MIN_VERSION", default="VersionTLS12",
             help="VersionTLS12 or VersionTLS13, for the agent tunnel"),
+    Setting("tls-cipher-suites", "TLS_CIPHER_SUITES", kind=list, default=[],
+            help="IANA names of the TLS 1.2 cipher suites for the agent tunnel, comma separated"),
+    Setting("ca-cert-file", "CACERT_FILE", default="",
+            help="custom TLS: CA of the pod VMs' own server certificates (e.g. /etc/certificates/ca.crt)"),
+    Setting("cert-file", "CERT_FILE", default="",
+            help="custom TLS: the adaptor's client certificate (e.g. /etc/certificates/client.crt)"),
+    Setting("cert-key", "CERT_KEY", default="",
+            help="custom TLS: the adaptor's client key (e.g. /etc/certificates/client.key)"),
+    Setting("tls-skip-verify", "TLS_SKIP_VERIFY", kind=bool, default=False,
+            help="refused if true: pod VM certificates are always verified"),
+    Setting("disable-tls", None, kind=bool, default=False,
+            help="refused if true: the agent tunnel is always mutual TLS"),
+    Setting("pause-image", "PAUSE_IMAGE", default="",
+            help="unused, as upstream: the pause image is part of the pod VM image"),
+    Setting("cloud-config-verify", "CLOUD_CONFIG_VERIFY", kind=bool, default=False,
+            help="the cloud settings are checked at every start whatever this says"),
+    Setting("peerpods-limit-per-node", "PEERPODS_LIMIT_PER_NODE", kind=int, default=10,
+            help="node capacity kata.peerpods.io/vm (not advertised yet)"),
+    *POD_NETWORK_SETTINGS,
     Setting("auth-json-file", "AUTH_JSON_FILE", default="",
             help="registry credentials (containers auth.json) sent to every pod VM"),
     Setting("enable-scratch-space", "ENABLE_SCRATCH_SPACE", kind=bool, default=False,
@@ -52,6 +75,38 @@ def parse_duration(text: str) -> float:
     return sum(float(value) * _UNITS[unit] for value, unit in parts)
 
 
+def _tunnel_tls(
+    values: Mapping[str, SettingValue | None], problems: list[str]
+) -> tuple[tuple[str, ...], CustomPKI]:
+    """The tunnel's TLS settings. The two switches that would take its protection away are refused.
+
+    `-disable-tls` would hand the Kata agent API (exec into any container) to anyone who can reach
+    a pod VM, and pod VM images only serve TLS. `-tls-skip-verify` could never work upstream either:
+    there is always a CA (generated or CACERT_FILE), and upstream refuses a CA with skip-verify.
+    """
+    suites = values["tls_cipher_suites"]
+    cipher_suites = tuple(suites) if isinstance(suites, list) else ()
+    try:
+        check_tls_profile(str(values["tls_min_version"]), cipher_suites)
+    except TunnelTLSError as exc:
+        problems.append(f"TLS_MIN_VERSION / TLS_CIPHER_SUITES: {exc}")
+    if values["disable_tls"] is True:
+        problems.append(
+            "-disable-tls is refused: the agent tunnel carries the Kata agent API, which must never be "
+            "open to the network (pod VMs only accept mutual TLS; certificates are generated for you)"
+        )
+    if values["tls_skip_verify"] is True:
+        problems.append(
+            "-tls-skip-verify (TLS_SKIP_VERIFY) is refused: pod VM certificates are always verified "
+            "against the tunnel CA (generated, or -ca-cert-file); upstream refuses a CA with it too"
+        )
+    pki, pki_problems = read_custom_pki(
+        str(values["ca_cert_file"] or ""), str(values["cert_file"] or ""), str(values["cert_key"] or "")
+    )
+    problems.extend(pki_problems)
+    return cipher_suites, pki
+
+
 @dataclass(frozen=True)
 class AdaptorConfig:
     socket: Path
@@ -65,6 +120,11 @@ class AdaptorConfig:
     auth_json: str
     enable_scratch_space: bool
     probe_port: int = 8000
+    tls_cipher_suites: tuple[str, ...] = ()
+    tunnel_pki: CustomPKI = field(default_factory=CustomPKI)
+    pod_network: PodNetworkConfig = field(default_factory=PodNetworkConfig)
+    pause_image: str = ""
+    peerpods_limit_per_node: int = 10
 
     @classmethod
     def from_values(cls, values: Mapping[str, SettingValue | None]) -> AdaptorConfig:
@@ -82,10 +142,10 @@ class AdaptorConfig:
                 decode_initdata(initdata)
             except InitDataError as exc:
                 problems.append(f"INITDATA: {exc}")
-        if values["tls_min_version"] not in ("VersionTLS12", "VersionTLS13"):
-            problems.append(
-                f"TLS_MIN_VERSION: {values['tls_min_version']!r} is not VersionTLS12 or VersionTLS13"
-            )
+        cipher_suites, tunnel_pki = _tunnel_tls(values, problems)
+        pod_network = parse_pod_network(values, problems)
+        if not 1 <= int(str(values["forwarder_port"])) <= 65535:
+            problems.append(f"FORWARDER_PORT: {values['forwarder_port']} is not a TCP port (1-65535)")
         auth_json = ""
         if auth_file := str(values["auth_json_file"] or ""):
             try:
@@ -115,7 +175,24 @@ class AdaptorConfig:
             auth_json=auth_json,
             enable_scratch_space=bool(values["enable_scratch_space"]),
             probe_port=int(str(values["probe_port"])),
+            tls_cipher_suites=cipher_suites,
+            tunnel_pki=tunnel_pki,
+            pod_network=pod_network,
+            pause_image=str(values["pause_image"] or ""),
+            peerpods_limit_per_node=int(str(values["peerpods_limit_per_node"])),
         )
+
+    def not_implemented(self) -> list[str]:
+        """Settings given a value that has no effect here (yet): said at start, never silently ignored."""
+        notes = self.pod_network.not_implemented()
+        if self.pause_image:
+            notes.append("PAUSE_IMAGE is unused, as upstream: the pause image is part of the pod VM image")
+        if self.peerpods_limit_per_node != 10:
+            notes.append(
+                f"PEERPODS_LIMIT_PER_NODE={self.peerpods_limit_per_node} has no effect: the node capacity "
+                "kata.peerpods.io/vm is not advertised yet"
+            )
+        return notes
 
     def resolved_owner(self) -> str:
         """The configured owner, else one generated once and kept in the state dir."""

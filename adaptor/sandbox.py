@@ -25,7 +25,6 @@ from adaptor.tunnel.proxy import SOCKET_NAME, AgentProxy
 from adaptor.userdata import build_user_data, initdata_for
 from protocols.initdata import InitDataError
 from protocols.ttrpc.status import Code, TtrpcError
-from protocols.tunnel_tls import client_context
 from providers.base import (
     CapacityError,
     CreateRequest,
@@ -55,9 +54,7 @@ class SandboxManager:
         self.proxies: dict[str, AgentProxy] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed = asyncio.Condition()
-        self._tls = client_context(
-            authority.client.cert_pem, authority.client.key_pem, authority.ca.cert_pem, config.tls_min_version
-        )
+        self._tls = authority.client_context(config.tls_min_version, config.tls_cipher_suites)
 
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
@@ -164,7 +161,7 @@ class SandboxManager:
             Path(record.socket_path),
             record.ips[0],
             record.forwarder_port or self.config.forwarder_port,
-            record.instance_name,
+            self.authority.server_name(record.instance_name),
             self._tls,
             self.config.proxy_timeout_s,
             worker_interceptors(record.id, pod.spec.gpus),

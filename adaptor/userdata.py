@@ -34,10 +34,12 @@ def build_user_data(
     init_data: str,
 ) -> bytes:
     apf = ForwarderConfig(
-        tls_server_cert=server.cert_pem,
-        tls_server_key=server.key_pem,
-        tls_client_ca=authority.client.cert_pem,
+        # With a custom CA the pod VM's image brings its certificates, as upstream's manual mode.
+        tls_server_cert="" if authority.pod_vms_bring_certificates else server.cert_pem,
+        tls_server_key="" if authority.pod_vms_bring_certificates else server.key_pem,
+        tls_client_ca="" if authority.pod_vms_bring_certificates else authority.client.cert_pem,
         tls_min_version=config.tls_min_version,
+        tls_cipher_suites=config.tls_cipher_suites,
         pod_namespace=POD_NAMESPACE,
         pod_name=pod_name,
     )

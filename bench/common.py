@@ -81,7 +81,7 @@ async def local_pod(*adaptor_args: str) -> AsyncIterator[LocalPod]:
     adaptor = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).with_name("cloud-api-adaptor")), "local",
         "--socket", str(socket), "--pods-dir", str(scratch / "pods"), "--state-dir", str(scratch / "state"),
-        "--local-dir", str(scratch / "vms"), *adaptor_args,
+        "--local-dir", str(scratch / "vms"), "--local-network", "loopback", *adaptor_args,
         stdout=asyncio.subprocess.DEVNULL, stderr=(scratch / "adaptor.log").open("wb"),
     )  # fmt: skip
     try:

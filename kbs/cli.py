@@ -22,6 +22,7 @@ from aiohttp import web
 
 from kbs.app import MAX_HEADER_FIELD, make_app
 from kbs.config import KbsConfig, KbsConfigError, build_broker, load_config
+from protocols import version
 from verifier.api import VerifierRegistry
 
 log = logging.getLogger("kbs")
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         help="TOML configuration file (default: $KBS_CONFIG_FILE)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
+    args = version.parse_args(parser, argv)
     if args.config_file is None:
         parser.error("a configuration file is required (-c/--config-file or KBS_CONFIG_FILE)")
     _logging(args.verbose)

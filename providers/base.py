@@ -81,6 +81,14 @@ class Provider(Protocol):
 
     name: str
 
+    async def validate(self) -> None:
+        """Check the settings against the cloud (credentials included) before the adaptor serves.
+
+        Raise `ConfigError` listing every problem found, or `ProviderError` if the cloud cannot be
+        asked at all; the adaptor then stops with one line per problem.
+        """
+        ...
+
     async def create_instance(self, request: CreateRequest) -> Instance:
         """Create and start an instance tagged with `OWNER_TAG`/`SANDBOX_TAG`; return it with its IPs."""
         ...

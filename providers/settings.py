@@ -100,12 +100,27 @@ def resolve(
     settings: Iterable[Setting], flags: argparse.Namespace | None, environ: Mapping[str, str]
 ) -> dict[str, SettingValue | None]:
     """Values keyed by `Setting.dest`: flag, else environment, else default. Raises ConfigError."""
+    values, problems = resolve_all(settings, flags, environ)
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
+def resolve_all(
+    settings: Iterable[Setting], flags: argparse.Namespace | None, environ: Mapping[str, str]
+) -> tuple[dict[str, SettingValue | None], list[str]]:
+    """As `resolve`, but a malformed value is replaced by its default and reported in the list.
+
+    So that the later checks still run and every problem can be reported at once.
+    """
     values: dict[str, SettingValue | None] = {}
     problems: list[str] = []
     for setting in settings:
         raw = getattr(flags, setting.dest, None) if flags is not None else None
         source = f"-{setting.flag}"
-        if raw is None and setting.env and setting.env in environ:
+        if raw is None and setting.env and environ.get(setting.env):
+            # An empty variable counts as unset, as upstream reads them: peer-pods-cm keys are
+            # often present with "" (the chart renders every key, and the secret's empty ones).
             raw, source = environ[setting.env], setting.env
         if raw is None:
             values[setting.dest] = setting.default
@@ -114,10 +129,9 @@ def resolve(
                 values[setting.dest] = setting.parse(raw)
             except ValueError as exc:
                 problems.append(f"{source}: {exc}")
+                values[setting.dest] = setting.default
                 continue
         if setting.required and values[setting.dest] in (None, "", []):
             names = f"-{setting.flag}" + (f" or {setting.env}" if setting.env else "")
             problems.append(f"{names} is required: {setting.help}")
-    if problems:
-        raise ConfigError(problems)
-    return values
+    return values, problems

@@ -8,6 +8,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from protocols import version
 from shimdriver.driver import HypervisorClient, run_pod
 
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pod", default="demo", help="pod name")
     p.add_argument("--namespace", default="default")
     p.add_argument("command", nargs="+", help="container command")
-    args = p.parse_args(argv)
+    args = version.parse_args(p, argv)
     hypervisor = HypervisorClient(Path(args.socket))
     sandbox_id = args.sandbox_id or secrets.token_hex(32)
     result = asyncio.run(run_pod(hypervisor, sandbox_id, args.command, args.pod, args.namespace))

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from protocols import version
 from protocols.ttrpc.client import Client
 from shimdriver.driver import HypervisorClient, run_pod
 
@@ -78,5 +79,5 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory and logs")
     p.add_argument("command", nargs="*", help=f"container command (default: {' '.join(DEFAULT_COMMAND)!r})")
-    args = p.parse_args(argv)
+    args = version.parse_args(p, argv)
     sys.exit(asyncio.run(demo(args.command or DEFAULT_COMMAND, args.keep)))

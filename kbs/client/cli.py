@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kbs.client.admin import DEFAULT_ADMIN_ROLE, AdminClient, mint_admin_token
+from protocols import version
 from protocols.kbs_client.errors import KbsClientError
 from protocols.kbs_client.rcar import EvidenceProvider, KbsClient
 from protocols.kbs_client.teekey import TeeKeyPair
@@ -232,7 +233,7 @@ def _read_text(path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = version.parse_args(build_parser(), argv)
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

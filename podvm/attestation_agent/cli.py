@@ -35,6 +35,7 @@ from podvm.attestation_agent.initdata import (
     from_peerpod_files,
     from_toml_file,
 )
+from protocols import version
 from protocols.daemon import notify_ready, run, split_host_port
 
 log = logging.getLogger("attestation-agent")
@@ -127,7 +128,7 @@ async def serve(agent: AttestationAgent, bind: str, feature: str, stop: asyncio.
 
 
 def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    args = parser.parse_args(argv)
+    args = version.parse_args(parser, argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_aa_config(args.config_file)

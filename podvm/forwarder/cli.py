@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from podvm.forwarder.service import AGENT_DIAL_TIMEOUT, DEFAULT_AGENT_SOCKET, DEFAULT_PORT, start_forwarder
+from protocols import version
 from protocols.apf import DEFAULT_CONFIG_PATH, ForwarderConfig, ForwarderConfigError
 from protocols.daemon import add_logging_arguments, notify_ready, run, setup_logging, split_host_port
 from protocols.tunnel_tls import TunnelTLSError, server_context
@@ -34,6 +35,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-disable-tls", "--disable-tls", action="store_true", help="plain TCP (testing only)")
     p.add_argument(
+        "-tls-skip-verify",
+        "--tls-skip-verify",
+        action="store_true",
+        help="no effect, as upstream on the server side: client certificates are always verified",
+    )
+    p.add_argument(
+        "-host-interface",
+        "--host-interface",
+        default="",
+        help="interface for the pod network tunnel (the pod network is not implemented yet)",
+    )
+    p.add_argument(
         "-cert-file", "--cert-file", help="server certificate (manual TLS mode, instead of apf.json)"
     )
     p.add_argument("-cert-key", "--cert-key", help="server key (manual TLS mode)")
@@ -57,18 +70,30 @@ def tls_from(args: argparse.Namespace, config: ForwarderConfig) -> tuple[str, st
     return config.tls_server_cert, config.tls_server_key, config.tls_client_ca
 
 
+def _no_effect(args: argparse.Namespace) -> list[str]:
+    """Upstream flags given here that change nothing: said at start, never silently ignored."""
+    notes = []
+    if args.tls_skip_verify:
+        notes.append("-tls-skip-verify has no effect: client certificates are always verified")
+    if args.host_interface:
+        notes.append("-host-interface has no effect: the pod network is not implemented yet")
+    return notes
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    args = version.parse_args(parser(), argv)
     setup_logging(args.verbose, args.log_format)
     try:
         config = ForwarderConfig.load(Path(args.config))
         tls = None
         if not args.disable_tls:
             cert, key, client_ca = tls_from(args, config)
-            tls = server_context(cert, key, client_ca, config.tls_min_version)
+            tls = server_context(cert, key, client_ca, config.tls_min_version, config.tls_cipher_suites)
     except (ForwarderConfigError, TunnelTLSError, OSError) as exc:
         log.error("%s", exc)
         sys.exit(2)
+    for note in _no_effect(args):
+        log.warning("%s", note)
     host, port = split_host_port(args.listen, DEFAULT_PORT)
 
     async def serve(stop: asyncio.Event) -> None:

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from podvm.standin_agent.agent import StandinAgent
+from protocols import version
 from protocols.daemon import add_logging_arguments, notify_ready, run, setup_logging
 from protocols.ttrpc.server import Server
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--socket", default="/run/kata-containers/agent.sock", help="unix socket to serve on")
     p.add_argument("--root", default="/run/peerpods-standin-agent", help="where containers and files go")
     add_logging_arguments(p)
-    args = p.parse_args(argv)
+    args = version.parse_args(p, argv)
     setup_logging(args.verbose, args.log_format)
 
     async def serve(stop: asyncio.Event) -> None:

@@ -6,7 +6,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
 from podvm.userdata.detect import DMI_DIR
@@ -21,6 +20,7 @@ from podvm.userdata.sources import (
     SOURCE_NAMES,
     SourceSettings,
 )
+from protocols import version
 
 PROG = "process-user-data"
 log = logging.getLogger(PROG)
@@ -41,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Process the pod VM's user data: write the peer-pod config files and apply initdata.",
     )
-    parser.add_argument("-v", "--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     prov = sub.add_parser(
         "provision-files",
@@ -97,15 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    try:
-        return metadata.version("peerpods")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = version.parse_args(build_parser(), argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = ProvisionConfig(
         root=args.root,

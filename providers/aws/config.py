@@ -162,7 +162,7 @@ def parse_config(values: Mapping[str, SettingValue | None]) -> AwsConfig:
 
 
 def make_client(config: AwsConfig) -> EC2Client:
-    """An EC2 client for these settings; ConfigError if boto3 cannot find a region or the profile.
+    """An EC2 client for these settings; ConfigError if boto3 finds no region, profile or credentials.
 
     botocore's own retries are switched off (one attempt in "standard" mode): CloudCaller retries with
     our backoff under our rate limiter, and two layers of retries would multiply the attempts (8 x 3)
@@ -176,7 +176,7 @@ def make_client(config: AwsConfig) -> EC2Client:
             region_name=config.region or None,
             profile_name=config.profile or None,
         )
-        return session.client(
+        client = session.client(
             "ec2",
             endpoint_url=config.endpoint_url or None,
             config=Config(
@@ -186,6 +186,7 @@ def make_client(config: AwsConfig) -> EC2Client:
                 read_timeout=60,
             ),
         )
+        credentials = session.get_credentials()
     except NoRegionError:
         raise ConfigError(
             ["-aws-region or AWS_REGION is required (no region in the environment or AWS config files)"]
@@ -194,3 +195,11 @@ def make_client(config: AwsConfig) -> EC2Client:
         raise ConfigError([f"-aws-profile: {exc}"]) from None
     except (BotoCoreError, ValueError) as exc:
         raise ConfigError([f"cannot build the EC2 client: {exc}"]) from None
+    if credentials is None:
+        raise ConfigError(
+            [
+                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_ROLE_ARN "
+                "and AWS_WEB_IDENTITY_TOKEN_FILE (IRSA), or -aws-profile"
+            ]
+        )
+    return client

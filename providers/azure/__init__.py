@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from providers.azure.config import SETTINGS, load_config
 from providers.base import Provider
 from providers.settings import Setting, SettingValue
+
+log = logging.getLogger(__name__)
 
 
 class AzurePlugin:
@@ -15,6 +18,8 @@ class AzurePlugin:
 
     def create(self, config: Mapping[str, SettingValue | None], owner: str) -> Provider:
         azure_config, limiter = load_config(config)
+        if config.get("zone"):
+            log.warning("-zone has no effect, as upstream: Azure chooses the availability zone")
         from providers.azure.provider import AzureProvider
 
         return AzureProvider(azure_config, owner, limiter)

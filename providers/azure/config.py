@@ -50,6 +50,7 @@ SETTINGS: list[Setting] = [
         default=[],
         help="comma-separated VM sizes pods may ask for (allow-list)",
     ),
+    Setting("zone", None, help="no effect, as upstream: Azure chooses the availability zone"),
     Setting("subnetid", "AZURE_SUBNET_ID", required=True, help="subnet id of the pod VMs' network interface"),
     Setting("securitygroupid", "AZURE_NSG_ID", help="network security group id for the pod VMs' NIC"),
     Setting(

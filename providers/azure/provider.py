@@ -55,6 +55,7 @@ from providers.base import (
 )
 from providers.instance_types import InstanceTypeSpec, fallback_types, select_instance_type
 from providers.retry import CloudCaller, ErrorKind, RateLimiter, RetryPolicy
+from providers.settings import ConfigError
 
 _log = logging.getLogger(__name__)
 
@@ -165,6 +166,29 @@ class AzureProvider:
                     if s.name and s.number_of_cores and s.memory_in_mb
                 }
             return self._sizes
+
+    async def validate(self) -> None:
+        """The credentials get a token, and the default and allowed sizes are offered in the region."""
+        try:
+            await asyncio.to_thread(self._credential.get_token, self._config.credential_scope)
+        except AzureError as exc:
+            raise ConfigError(
+                [
+                    "Azure credentials: no token (set AZURE_CLIENT_ID, AZURE_TENANT_ID and "
+                    "AZURE_CLIENT_SECRET, or use workload identity or a managed identity): "
+                    + " ".join(str(exc).split())
+                ]
+            ) from None
+        specs = await self._size_specs()
+        sizes = dict.fromkeys([*self._config.instance_sizes, self._config.instance_size])
+        missing = [size for size in sizes if size.lower() not in specs]
+        if missing:
+            raise ConfigError(
+                [
+                    f"AZURE_INSTANCE_SIZE / AZURE_INSTANCE_SIZES: {missing} are not VM sizes offered in "
+                    f"region {self._config.region}"
+                ]
+            )
 
     async def _candidate_sizes(self, spec: InstanceSpec) -> list[str]:
         specs = await self._size_specs()

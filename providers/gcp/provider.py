@@ -174,6 +174,21 @@ class GcpProvider:
         if codes or op.http_error_status_code >= 400:
             raise errors.operation_failure(codes, int(op.http_error_status_code), str(op.http_error_message))
 
+    async def validate(self) -> None:
+        """The machine types and the default image exist (which also proves the credentials work)."""
+        problems: list[str] = []
+        try:
+            await self._allowed_types()
+        except ProviderError as exc:
+            problems.append(f"-machine-type / -machine-types (GCP_MACHINE_TYPE / GCP_INSTANCE_TYPES): {exc}")
+        if self.config.image is not None:
+            try:
+                await self._image_size(self.config.image)
+            except ProviderError as exc:
+                problems.append(f"-image-name (PODVM_IMAGE_NAME): {exc}")
+        if problems:
+            raise ConfigError(problems)
+
     async def _allowed_types(self) -> tuple[list[InstanceTypeSpec], InstanceTypeSpec | None]:
         """Specs of GCP_INSTANCE_TYPES (or of the default type alone), fetched once."""
         async with self._type_specs_lock:

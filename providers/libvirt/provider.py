@@ -139,6 +139,11 @@ class LibvirtProvider:
         self._upload = upload
         self._poll_interval_s = ip_poll_interval_s
 
+    async def validate(self) -> None:
+        """The host was checked when the plugin connected (`check_host`); the connection must still work."""
+        with _libvirt_reason(f"libvirt at {self._config.uri}"):
+            await asyncio.to_thread(self._conn.getLibVersion)
+
     async def create_instance(self, request: CreateRequest) -> Instance:
         if not _DOMAIN_NAME.match(request.name):
             raise InvalidRequestError(

@@ -38,7 +38,12 @@ class LocalAdaptor(AdaptorProcess):
     """`cloud-api-adaptor local`, its pod VMs (process trees) under `directory/vms`."""
 
     def __init__(self, directory: Path) -> None:
-        super().__init__(directory, dict(os.environ), "local", ("--local-dir", str(directory / "vms")))
+        super().__init__(
+            directory,
+            dict(os.environ),
+            "local",
+            ("--local-dir", str(directory / "vms"), "--local-network", "loopback"),
+        )
 
     @property
     def vms(self) -> Path:

@@ -22,6 +22,9 @@ class MemoryCloud:
     name: str = "memory"
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
+    async def validate(self) -> None:
+        pass
+
     async def create_instance(self, request: CreateRequest) -> Instance:
         if self.fail_create is not None:
             raise self.fail_create

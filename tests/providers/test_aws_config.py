@@ -13,9 +13,11 @@ from providers.settings import ConfigError, add_arguments, resolve
 BASE = {"PODVM_AMI_ID": "ami-0123456789abcdef0", "AWS_REGION": "eu-west-1"}
 
 
-def config_problems(env: dict[str, str]) -> list[str]:
+def config_problems(env: dict[str, str], argv: list[str] | None = None) -> list[str]:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, PLUGIN.settings)
     with pytest.raises(ConfigError) as err:
-        PLUGIN.create(resolve(PLUGIN.settings, None, env), "node-a")
+        PLUGIN.create(resolve(PLUGIN.settings, parser.parse_args(argv or []), env), "node-a")
     return err.value.problems
 
 
@@ -88,9 +90,9 @@ def test_every_contradiction_is_reported_at_once() -> None:
             "TAGS": "team=cc,broken,Name=x,aws:cost=1",
             "ROOT_VOLUME_SIZE": "-1",
             "USE_PODVM_LAUNCHTEMPLATE": "true",
-            "PODVM_LAUNCHTEMPLATE_NAME": "",
             "CLOUD_API_RATE_LIMIT": "0",
-        }
+        },
+        ["-aws-lt-name", ""],  # an empty variable means "unset" (upstream); an empty flag does not
     )
     text = "\n".join(problems)
     assert len(problems) == 7, text

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 from aiohttp import web
 
+from protocols import version
 from verifier.server.config import ConfigError, ServerConfig, build_service, load_config
 from verifier.server.grpc_api import start_grpc
 from verifier.server.rest import make_app
@@ -59,7 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
-    return parser.parse_args(argv)
+    return version.parse_args(parser, argv)
 
 
 def resolve_config(args: argparse.Namespace) -> ServerConfig:

@@ -1,0 +1,43 @@
+"""`<command> version` and `<command> --version` for every command of this distribution.
+
+Upstream's commands print `<name> version <version>` followed by build details; so do ours, with the
+installed `peerpods` distribution's version (one source of truth: pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import platform
+import sys
+from collections.abc import Sequence
+
+DISTRIBUTION = "peerpods"
+WORDS = ("version", "-version", "--version")
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"  # run from a source tree that was never installed
+
+
+def version_text(prog: str) -> str:
+    return f"{prog} version {package_version()}\n  python: {platform.python_version()}"
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`parser.parse_args(argv)` that also answers `version`, `-version` and `--version`.
+
+    The word `version` counts only as the first argument, as upstream's `cloud-api-adaptor version`;
+    the flags are listed in `--help` and work anywhere on the command line.
+    """
+    parser.add_argument(
+        "-version", "--version", action="version", version=version_text(parser.prog), help="print the version"
+    )
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["version"]:
+        print(version_text(parser.prog))
+        raise SystemExit(0)
+    return parser.parse_args(args)
