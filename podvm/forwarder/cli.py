@@ -8,10 +8,14 @@ import logging
 import sys
 from pathlib import Path
 
+from podvm.forwarder import podnetwork
 from podvm.forwarder.service import AGENT_DIAL_TIMEOUT, DEFAULT_AGENT_SOCKET, DEFAULT_PORT, start_forwarder
 from protocols import version
 from protocols.apf import DEFAULT_CONFIG_PATH, ForwarderConfig, ForwarderConfigError
 from protocols.daemon import add_logging_arguments, notify_ready, run, setup_logging, split_host_port
+from protocols.podnet.config import PodNetwork, PodNetworkError
+from protocols.podnet.netlink import NetnsError
+from protocols.podnet.notrack import IptablesError
 from protocols.tunnel_tls import TunnelTLSError, server_context
 
 log = logging.getLogger("agent-protocol-forwarder")
@@ -44,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
         "-host-interface",
         "--host-interface",
         default="",
-        help="interface for the pod network tunnel (the pod network is not implemented yet)",
+        help="the VM's interface for the pod network tunnel when it is not the primary one (dedicated)",
     )
     p.add_argument(
         "-cert-file", "--cert-file", help="server certificate (manual TLS mode, instead of apf.json)"
@@ -75,8 +79,6 @@ def _no_effect(args: argparse.Namespace) -> list[str]:
     notes = []
     if args.tls_skip_verify:
         notes.append("-tls-skip-verify has no effect: client certificates are always verified")
-    if args.host_interface:
-        notes.append("-host-interface has no effect: the pod network is not implemented yet")
     return notes
 
 
@@ -85,18 +87,30 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.verbose, args.log_format)
     try:
         config = ForwarderConfig.load(Path(args.config))
+        network = PodNetwork.from_document(config.pod_network) if config.pod_network else None
         tls = None
         if not args.disable_tls:
             cert, key, client_ca = tls_from(args, config)
             tls = server_context(cert, key, client_ca, config.tls_min_version, config.tls_cipher_suites)
-    except (ForwarderConfigError, TunnelTLSError, OSError) as exc:
+    except (ForwarderConfigError, PodNetworkError, TunnelTLSError, OSError) as exc:
         log.error("%s", exc)
         sys.exit(2)
+    if network is not None and not args.pod_namespace:
+        log.warning("apf.json carries a pod network, but -pod-namespace is empty: no pod network here")
+        network = None
     for note in _no_effect(args):
         log.warning("%s", note)
     host, port = split_host_port(args.listen, DEFAULT_PORT)
 
     async def serve(stop: asyncio.Event) -> None:
+        if network is not None:
+            # Before listening, as upstream: the adaptor reaching us means this end of the tunnel is up.
+            try:
+                await asyncio.to_thread(podnetwork.wait_for_primary_ip, args.host_interface)
+                await asyncio.to_thread(podnetwork.setup, network, args.pod_namespace)
+            except (NetnsError, IptablesError) as exc:
+                log.error("pod network: %s", exc)
+                raise SystemExit(1) from None
         server, upstream, _ = await start_forwarder(
             host, port, Path(args.kata_agent_socket), tls, args.pod_namespace, args.agent_dial_timeout
         )
@@ -104,5 +118,10 @@ def main(argv: list[str] | None = None) -> None:
         await stop.wait()
         await server.close()
         await upstream.close()
+        if network is not None:
+            try:
+                await asyncio.to_thread(podnetwork.teardown, network, args.pod_namespace)
+            except (NetnsError, IptablesError) as exc:
+                log.warning("pod network teardown: %s", exc)
 
     run(serve)
