@@ -140,3 +140,9 @@ def jws_refusal(original: str, changed: str) -> tuple[str, str]:
     assert original_header is not None
     at_stage = ALG if header.get("alg") != original_header["alg"] else SIGNATURE
     return at_stage, KEY if _key_members(header) != _key_members(original_header) else at_stage
+
+
+def jws_claims(token: str) -> dict[str, Any] | None:
+    """The payload object of a compact JWS, read strictly, or None."""
+    parts = token.split(".")
+    return _decoded_object(parts[1]) if len(parts) == 3 else None
