@@ -122,6 +122,11 @@ class AdminAuth:
         except ValueError:
             modes = ", ".join(m.value for m in AuthorizationMode)
             raise AdminConfigError(f"authorization_mode must be one of {modes}") from None
+        if "authorization_mode" not in section and mode is AuthorizationMode.DENY_ALL:
+            log.warning(
+                "admin API: no [admin] identity providers and no authorization_mode: DenyAll, every"
+                " admin request is refused (upstream's default here is InsecureAllowAll)"
+            )
         return cls(mode, providers, acls)
 
     def check(self, authorization: str | None, uri: str) -> str:

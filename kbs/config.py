@@ -5,9 +5,12 @@ Sections used: `[http_server]` (`sockets`, `insecure_http`, `private_key`, `cert
 `trusted_certs_paths`, `extra_teekey_paths`, `insecure_header_jwk`), `[attestation_service]` (`type =
 "coco_as_builtin"` only, `timeout` minutes; `attestation_token_broker`, `rvps_config`,
 `verifier_config`, `work_dir` as the attestation service's own configuration), `[storage_backend]`
-(`storage_type = "Memory" | "LocalFs"`, `backends.local_fs.dir_path`), `[[plugins]]` (`name =
-"resource"`, `type = "kvstorage"` (the storage backend) or `"AwsSecretsManager"` (`region`,
-`endpoint_url`, `secret_prefix`, `kms_key_id`)) and `[admin]` (see `kbs.admin`).
+(`storage_type = "Memory" | "LocalFs"`, `backends.local_fs.dir_path`), top-level
+`session_storage_type` (the sessions' own storage type, the backends' settings shared, as upstream),
+`[[plugins]]` (`name = "resource"`, `storage_backend_type = "KvStorage"` (the storage backend) or
+`"Aws"` (upstream's: read-only, the tag is the SecretId); or this KBS's `type = "kvstorage" |
+"AwsSecretsManager"` (read-write, `region`, `endpoint_url`, `secret_prefix`, `kms_key_id`)) and
+`[admin]` (see `kbs.admin`).
 
 With `LocalFs` everything replicas must share lives under `dir_path`: `repository/` (resources),
 `kbs/resource-policy.rego`, `kbs_protocol_session.sqlite3`, `attestation-service/` (attestation
@@ -16,6 +19,10 @@ token key created by the first replica to start, so every replica trusts every r
 `Memory` keeps all of it in one process, so it allows one worker only. Sessions, resources, the
 resource policy, attestation policies and reference values are re-read on use when they changed, so a
 change through one replica holds on all of them at their next request.
+
+Keys are checked (`kbs.config_schema`): an unknown key is an error naming the closest known one, and
+upstream values this KBS does not have (Redis sessions, a Vault backend, a TLS profile) are errors
+too, never silently replaced by something else.
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from kbs.admin import AdminAuth, AdminConfigError
 from kbs.broker import Broker
+from kbs.config_schema import KBS_CONFIG
 from kbs.metrics import KbsMetrics
 from kbs.policy import ResourcePolicy, ResourcePolicyError
 from kbs.sessions import SessionStore, SessionStoreError
 from kbs.store import FileResourceStore, MemoryResourceStore, ResourceStore, StoreError
 from kbs.token import TokenError, TokenSettings, TokenVerifier, own_keys_of
 from protocols.atomicfile import temp_name
+from protocols.strictconfig import StrictConfigError, check_keys
 from verifier.api import VerifierRegistry
 from verifier.server import config as as_config
 from verifier.service import AttestationService
@@ -46,6 +55,20 @@ from verifier.service import AttestationService
 DEFAULT_SOCKET = "127.0.0.1:8080"
 MEMORY, LOCAL_FS = "Memory", "LocalFs"
 SIGNER_FILE = "token-signer.pem"
+# upstream's storage type names (and serde aliases) -> what this KBS has
+STORAGE_TYPES = {"Memory": MEMORY, "memory": MEMORY, "LocalFs": LOCAL_FS, "local_fs": LOCAL_FS}
+UPSTREAM_ONLY_STORAGE = ("LocalJson", "local_json", "Postgres", "postgres", "Redis", "redis")
+# resource plugin backends: upstream's `storage_backend_type` values and this KBS's `type` values
+KVSTORAGE, AWS_SECRETS_MANAGER, AWS_BY_TAG = "kvstorage", "AwsSecretsManager", "Aws"
+RESOURCE_BACKENDS = {
+    "kvstorage": KVSTORAGE,
+    "KvStorage": KVSTORAGE,
+    "AwsSecretsManager": AWS_SECRETS_MANAGER,
+    "Aws": AWS_BY_TAG,
+    "aws": AWS_BY_TAG,
+}
+UPSTREAM_ONLY_BACKENDS = ("Aliyun", "aliyun", "Gcp", "gcp", "Vault", "vault")
+TLS_PROFILE = "intermediate"  # what the TLS context here gives: TLS 1.2 and 1.3, default ciphers
 
 
 class KbsConfigError(Exception):
@@ -74,7 +97,9 @@ class KbsConfig:
     session_timeout_min: int
     storage_type: str
     storage_dir: Path | None
+    session_dir: Path | None  # None: sessions in memory
     resource_plugin: dict[str, Any]
+    resource_backend: str
     admin: dict[str, Any]
 
 
@@ -106,11 +131,60 @@ def _optional_path(doc: dict[str, Any], key: str, where: str) -> Path | None:
     return Path(value) if value else None
 
 
+def _storage_kind(value: Any, where: str) -> str:
+    kind = STORAGE_TYPES.get(value) if isinstance(value, str) else None
+    if kind is not None:
+        return kind
+    if value in UPSTREAM_ONLY_STORAGE:
+        raise KbsConfigError(
+            f"{where} {value!r} is upstream's but not available here ({MEMORY} or {LOCAL_FS})"
+        )
+    raise KbsConfigError(f"{where} {str(value)[:40]!r} is not a storage type ({MEMORY} or {LOCAL_FS})")
+
+
+def _resource_backend(plugin: dict[str, Any]) -> str:
+    """`storage_backend_type` (upstream) or `type` (this KBS's own name for it)."""
+    given = {key: plugin[key] for key in ("storage_backend_type", "type") if key in plugin}
+    if len(set(map(str, given.values()))) > 1:
+        raise KbsConfigError("[[plugins]] resource: storage_backend_type and type disagree; set one")
+    value = next(iter(given.values()), KVSTORAGE)
+    backend = RESOURCE_BACKENDS.get(value) if isinstance(value, str) else None
+    if backend is not None:
+        return backend
+    key = next(iter(given))
+    if value in UPSTREAM_ONLY_BACKENDS:
+        raise KbsConfigError(
+            f"[[plugins]] resource {key} {value!r} is upstream's but not available here"
+            " (KvStorage, Aws, AwsSecretsManager)"
+        )
+    raise KbsConfigError(
+        f"[[plugins]] resource {key} {str(value)[:40]!r} is not KvStorage, Aws or AwsSecretsManager"
+    )
+
+
+def _check_tls(http_doc: dict[str, Any]) -> None:
+    """Upstream's TLS tuning keys: only what this KBS does anyway is accepted, never ignored."""
+    profile = http_doc.get("tls_profile", TLS_PROFILE)
+    if profile != TLS_PROFILE:
+        raise KbsConfigError(
+            f"http_server.tls_profile {str(profile)[:20]!r} is not available here (only {TLS_PROFILE!r})"
+        )
+    custom = [
+        key for key in ("tls_min_version", "tls_max_version", "tls_ciphers", "tls_groups") if key in http_doc
+    ]
+    if custom:
+        raise KbsConfigError(f"http_server.{custom[0]} is not available here (TLS 1.2-1.3, default ciphers)")
+
+
 def parse_config(text: str) -> KbsConfig:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KbsConfigError(f"configuration is not TOML: {exc}") from None
+    try:
+        check_keys(doc, KBS_CONFIG)
+    except StrictConfigError as exc:
+        raise KbsConfigError(str(exc)) from None
     http_doc = _table(doc, "http_server")
     http = HttpServer(
         sockets=list(_strings(http_doc, "sockets", "http_server") or [DEFAULT_SOCKET]),
@@ -122,6 +196,7 @@ def parse_config(text: str) -> KbsConfig:
     )
     if http.payload_request_size < 1 or http.worker_count < 1:
         raise KbsConfigError("http_server.payload_request_size and worker_count must be at least 1")
+    _check_tls(http_doc)
     if not http.insecure_http and (http.private_key is None or http.certificate is None):
         raise KbsConfigError("HTTPS needs http_server.private_key and certificate (or insecure_http = true)")
     token_doc = _table(doc, "attestation_token")
@@ -139,18 +214,19 @@ def parse_config(text: str) -> KbsConfig:
         )
     timeout = _get(service, "timeout", int, 5, "attestation_service")
     storage = _table(doc, "storage_backend")
-    storage_type = _get(storage, "storage_type", str, MEMORY, "storage_backend")
+    storage_type = _storage_kind(storage.get("storage_type", MEMORY), "storage_backend.storage_type")
+    # upstream's session_storage_type: the sessions' own type, the backends' settings shared
+    session_type = _storage_kind(doc.get("session_storage_type", storage_type), "session_storage_type")
     local_fs = _table(_table(storage, "backends"), "local_fs")
     storage_dir = _optional_path(local_fs, "dir_path", "storage_backend.backends.local_fs")
-    if storage_type not in (MEMORY, LOCAL_FS):
-        raise KbsConfigError(f"storage_backend.storage_type must be {MEMORY} or {LOCAL_FS}")
-    if storage_type == LOCAL_FS and storage_dir is None:
-        raise KbsConfigError("storage_backend LocalFs needs backends.local_fs.dir_path")
-    if storage_type == MEMORY and http.worker_count > 1:
-        raise KbsConfigError("worker_count > 1 needs storage_type = LocalFs (workers share sessions there)")
+    if LOCAL_FS in (storage_type, session_type) and storage_dir is None:
+        raise KbsConfigError("storage type LocalFs needs storage_backend.backends.local_fs.dir_path")
+    if MEMORY in (storage_type, session_type) and http.worker_count > 1:
+        raise KbsConfigError(
+            "worker_count > 1 needs storage_type = LocalFs (session_storage_type too, if set):"
+            " workers share them there"
+        )
     plugins = doc.get("plugins", [])
-    if not isinstance(plugins, list) or not all(isinstance(p, dict) for p in plugins):
-        raise KbsConfigError("[[plugins]] must be an array of tables")
     resource = next((p for p in plugins if p.get("name") == "resource"), {"name": "resource"})
     return KbsConfig(
         http=http,
@@ -159,7 +235,9 @@ def parse_config(text: str) -> KbsConfig:
         session_timeout_min=timeout,
         storage_type=storage_type,
         storage_dir=storage_dir if storage_type == LOCAL_FS else None,
+        session_dir=storage_dir if session_type == LOCAL_FS else None,
         resource_plugin=resource,
+        resource_backend=_resource_backend(resource),
         admin=_table(doc, "admin"),
     )
 
@@ -199,7 +277,8 @@ def build_attestation_service(
     config: KbsConfig, verifiers: VerifierRegistry | None = None
 ) -> AttestationService:
     """The built-in attestation service (`verifiers` replaces the registry built from the config)."""
-    section = dict(config.attestation_service)
+    # the attestation service's own configuration: without the KBS's keys, which it does not know
+    section = {k: v for k, v in config.attestation_service.items() if k not in ("type", "timeout")}
     if config.storage_dir is not None:
         section.setdefault("work_dir", str(config.storage_dir / "attestation-service"))
         broker = dict(section.get("attestation_token_broker") or {})
@@ -223,23 +302,20 @@ def build_attestation_service(
 
 def build_store(config: KbsConfig) -> ResourceStore:
     plugin = config.resource_plugin
-    kind = plugin.get("type", "kvstorage")
-    if kind == "kvstorage":
+    if config.resource_backend == KVSTORAGE:
         if config.storage_dir is None:
             return MemoryResourceStore()
         return FileResourceStore(config.storage_dir / "repository")
-    if kind == "AwsSecretsManager":
-        import boto3  # the aws extra; only needed for this backend
+    import boto3  # the aws extra; only needed for these backends
 
-        from kbs.store.aws import DEFAULT_PREFIX, SecretsManagerStore
+    from kbs.store.aws import DEFAULT_PREFIX, SecretsManagerStore, TagSecretsStore
 
-        client = boto3.client(
-            "secretsmanager", region_name=plugin.get("region"), endpoint_url=plugin.get("endpoint_url")
-        )
-        return SecretsManagerStore(
-            client, plugin.get("secret_prefix", DEFAULT_PREFIX), plugin.get("kms_key_id")
-        )
-    raise KbsConfigError(f"resource plugin type {str(kind)[:40]!r} is not kvstorage or AwsSecretsManager")
+    client = boto3.client(
+        "secretsmanager", region_name=plugin.get("region"), endpoint_url=plugin.get("endpoint_url")
+    )
+    if config.resource_backend == AWS_BY_TAG:
+        return TagSecretsStore(client)
+    return SecretsManagerStore(client, plugin.get("secret_prefix", DEFAULT_PREFIX), plugin.get("kms_key_id"))
 
 
 def build_broker(config: KbsConfig, verifiers: VerifierRegistry | None = None) -> Broker:
@@ -247,10 +323,11 @@ def build_broker(config: KbsConfig, verifiers: VerifierRegistry | None = None) -
     try:
         attestation = build_attestation_service(config, verifiers)
         directory = config.storage_dir
+        sessions = config.session_dir
         return Broker(
             attestation=attestation,
             sessions=SessionStore(
-                directory / "kbs_protocol_session.sqlite3" if directory else None,
+                sessions / "kbs_protocol_session.sqlite3" if sessions else None,
                 timeout=config.session_timeout_min * 60,
             ),
             tokens=TokenVerifier(config.token, own_keys_of(attestation.jwks())),

@@ -80,3 +80,20 @@ class SecretsManagerStore:
             raise StoreError(f"Secrets Manager: deleting {path}: {_code(exc)}") from None
         except BotoCoreError as exc:
             raise StoreError(f"Secrets Manager: deleting {path}: {exc}") from None
+
+
+class TagSecretsStore(SecretsManagerStore):
+    """Upstream's `Aws` resource backend (`storage_backend_type = "Aws"`): read-only, the tag alone
+    is the SecretId (`repo/type` ignored); secrets are provisioned through AWS, not the admin API."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client, prefix="")
+
+    def _name(self, path: ResourcePath) -> str:
+        return path.tag
+
+    def put(self, path: ResourcePath, data: bytes) -> None:
+        raise StoreError("the Aws resource backend is read-only: provision secrets through AWS")
+
+    def delete(self, path: ResourcePath) -> None:
+        raise StoreError("the Aws resource backend is read-only: provision secrets through AWS")

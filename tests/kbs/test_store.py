@@ -23,7 +23,7 @@ from kbs.store import (
     ResourcePath,
     StoreError,
 )
-from kbs.store.aws import SecretsManagerStore
+from kbs.store.aws import SecretsManagerStore, TagSecretsStore
 from tests.kbs.support import Guest, RunningKbs, start_kbs
 
 PATH = ResourcePath("default", "key", "one")
@@ -213,6 +213,19 @@ def test_secrets_manager_store(aws: None) -> None:
     assert store.get(PATH) == b"again"
     client.create_secret(Name="kbs/default/key/text", SecretString="plain text")
     assert store.get(ResourcePath("default", "key", "text")) == b"plain text"
+
+
+def test_upstream_aws_backend_reads_the_tag_as_secret_id_and_is_read_only(aws: None) -> None:
+    client = boto3.client("secretsmanager", region_name="eu-west-1")
+    client.create_secret(Name="db-password", SecretString="hunter2")
+    store = TagSecretsStore(client)
+    assert store.get(ResourcePath("any", "thing", "db-password")) == b"hunter2"
+    with pytest.raises(ResourceNotFound):
+        store.get(ResourcePath("any", "thing", "missing"))
+    with pytest.raises(StoreError, match="read-only"):
+        store.put(PATH, b"x")
+    with pytest.raises(StoreError, match="read-only"):
+        store.delete(PATH)
 
 
 def test_secrets_manager_errors_are_store_errors() -> None:
