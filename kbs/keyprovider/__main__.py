@@ -1,0 +1,5 @@
+import sys
+
+from kbs.keyprovider.cli import main
+
+sys.exit(main())
