@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from protocols.podnet.netlink import NetnsError
+from protocols.podnet.netlink import NetnsError, enter_namespace
 from providers.base import CreateRequest, Instance, InstanceNotFound, Provider, ProviderError
-from providers.local_network import BRIDGE, DEFAULT_SUBNET, NETNS_DIR, LocalNetwork, enter, unavailable_reason
+from providers.local_network import BRIDGE, DEFAULT_SUBNET, NETNS_DIR, LocalNetwork, unavailable_reason
 from providers.settings import ConfigError, Setting, SettingValue
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class LocalProvider:
                     "AGENT_ROOT": str(self._agent_root(instance.id)),
                     "PODNS": podns,
                 },
-                preexec_fn=partial(enter, vm_namespace) if vm_namespace else None,
+                preexec_fn=partial(enter_namespace, vm_namespace) if vm_namespace else None,
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -108,8 +108,3 @@ class LocalNetwork:
         for name in (self.podns(instance_id), self.vm_namespace(instance_id)):
             if (NETNS_DIR / name).exists():
                 pyroute2_netns.remove(name)
-
-
-def enter(path: str) -> None:
-    """Move the calling process into the namespace at `path` (a preexec_fn for the VM's boot)."""
-    pyroute2_netns.setns(path, flags=0)

@@ -27,6 +27,12 @@ class Container:
     directory: Path
     processes: dict[str, Process] = field(default_factory=dict)
 
+    @property
+    def network_namespace(self) -> str:
+        """The network namespace the spec asks for (the forwarder adds the pod's), else ""."""
+        paths = [ns.Path for ns in self.spec.Linux.Namespaces if ns.Type == "network" and ns.Path]
+        return paths[-1] if paths else ""
+
 
 class StandinAgent:
     """State of one pod: its containers and their processes, under `root`."""
@@ -97,7 +103,9 @@ class StandinAgent:
         if "" in container.processes:
             raise TtrpcError(Code.FAILED_PRECONDITION, f"container {request.container_id} already started")
         process = container.spec.Process
-        container.processes[""] = await Process.spawn(process.Args, process.Env, container.directory)
+        container.processes[""] = await Process.spawn(
+            process.Args, process.Env, container.directory, container.network_namespace
+        )
         return EMPTY
 
     async def exec_process(self, request: agent_pb2.ExecProcessRequest, call: Call) -> Message:
@@ -106,7 +114,7 @@ class StandinAgent:
             raise TtrpcError(Code.ALREADY_EXISTS, f"exec {request.exec_id} exists")
         process = request.process
         container.processes[request.exec_id] = await Process.spawn(
-            process.Args, process.Env, container.directory
+            process.Args, process.Env, container.directory, container.network_namespace
         )
         return EMPTY
 

@@ -7,8 +7,10 @@ import contextlib
 import os
 import signal
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
+from protocols.podnet.netlink import enter_namespace
 from protocols.ttrpc.status import Code, TtrpcError
 
 
@@ -54,7 +56,8 @@ class Process:
         ]
 
     @classmethod
-    async def spawn(cls, args: Sequence[str], env: Sequence[str], cwd: Path) -> Process:
+    async def spawn(cls, args: Sequence[str], env: Sequence[str], cwd: Path, netns: str = "") -> Process:
+        """Start a process; in the network namespace at `netns` when the OCI spec names one."""
         if not args:
             raise TtrpcError(Code.INVALID_ARGUMENT, "process has no args")
         environment = dict(item.split("=", 1) for item in env if "=" in item)
@@ -68,6 +71,7 @@ class Process:
                 cwd=cwd,
                 env=environment,
                 start_new_session=True,
+                preexec_fn=partial(enter_namespace, netns) if netns else None,
             )
         except OSError as exc:
             raise TtrpcError(Code.INTERNAL, f"cannot start {args[0]}: {exc.strerror}") from None

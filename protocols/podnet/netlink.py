@@ -65,6 +65,11 @@ def namespace(path: str | None) -> Iterator[IPRoute]:
         ipr.close()
 
 
+def enter_namespace(path: str) -> None:
+    """Move the calling thread (a child's preexec_fn: the whole child) into the namespace at `path`."""
+    pyroute2_netns.setns(path, flags=0)
+
+
 @dataclass(frozen=True)
 class PrimaryInterface:
     index: int
