@@ -94,11 +94,13 @@ def _encode_parameters(parameters: dict[str, list[bytes]]) -> dict[str, list[str
 
 
 def wrap_response(annotation: bytes) -> bytes:
-    return jsonbytes.dumps({"keywrapresults": {"annotation": jsonbytes.encode(annotation)}})
+    """Result bytes as an array of integers: ocicrypt-rs reads them as `Vec<u8>` (serde's default) and
+    Go's decoder accepts the array as well, so this form suits both clients."""
+    return jsonbytes.dumps({"keywrapresults": {"annotation": list(annotation)}})
 
 
 def unwrap_response(optsdata: bytes) -> bytes:
-    return jsonbytes.dumps({"keyunwrapresults": {"optsdata": jsonbytes.encode(optsdata)}})
+    return jsonbytes.dumps({"keyunwrapresults": {"optsdata": list(optsdata)}})
 
 
 def parse_wrap_response(raw: bytes | str) -> bytes:

@@ -72,6 +72,9 @@ def test_byte_fields_accept_rust_integer_arrays():
     rust_style = json.dumps({"keyunwrapresults": {"optsdata": list(optsdata)}})
     assert keyprovider.parse_unwrap_response(rust_style) == optsdata
     assert keyprovider.parse_unwrap_response(keyprovider.unwrap_response(optsdata)) == optsdata
+    # What we answer is the integer-array form ocicrypt-rs requires (Go accepts it too).
+    assert json.loads(keyprovider.unwrap_response(b"ab")) == {"keyunwrapresults": {"optsdata": [97, 98]}}
+    assert json.loads(keyprovider.wrap_response(b"a")) == {"keywrapresults": {"annotation": [97]}}
     with pytest.raises(MessageFormatError, match="byte values"):
         keyprovider.parse_unwrap_response(json.dumps({"keyunwrapresults": {"optsdata": [256]}}))
 
