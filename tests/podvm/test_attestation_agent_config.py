@@ -102,6 +102,58 @@ def test_bad_configs(text: str, message: str) -> None:
         parse_aa_config(text)
 
 
+def test_unknown_keys_are_errors_naming_the_closest_known_key() -> None:
+    text = (
+        "[token_configs.kbs]\nurl = 'http://k'\ncerts = 'x'\n[eventlog_config]\ninit_pcrs = 17\n[logging]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_aa_config(text)
+    assert str(caught.value).splitlines() == [
+        "aa.toml: token_configs.kbs.certs: unknown key (did you mean 'cert'?)",
+        "aa.toml: eventlog_config.init_pcrs: unknown key (did you mean 'init_pcr'?)",
+        "aa.toml: logging: unknown key (did you mean 'log'?)",
+    ]
+
+
+CDH_EXAMPLE = """socket = "unix:///run/confidential-containers/cdh.sock"
+[kbc]
+name = "cc_kbc"
+url = "http://10.0.0.1:8080"
+[[credentials]]
+path = "/run/confidential-containers/cdh/kbs/test/file"
+resource_uri = "kbs:///default/test/file"
+[image]
+max_concurrent_layer_downloads_per_image = 3
+image_security_policy_uri = "kbs:///default/security-policy/test"
+[image.registry_config]
+unqualified-search-registries = ["docker.io"]
+[image.image_pull_proxy]
+https_proxy = "http://127.0.0.1:5432"
+[log]
+level = "info"
+"""
+
+
+def test_cdh_toml_beside_aa_toml_is_read_strictly(tmp_path: Path) -> None:
+    aa, cdh = tmp_path / "aa.toml", tmp_path / "cdh.toml"
+    aa.write_text("[token_configs.kbs]\nurl = 'http://10.0.0.1:8080'\n")
+    cdh.write_text(CDH_EXAMPLE)
+    assert load_aa_config(aa).kbs == KbsConfig(url="http://10.0.0.1:8080")
+    aa.write_text("[log]\nlevel = 'debug'\n")  # no KBS in aa.toml: cdh.toml's stands in
+    assert load_aa_config(aa) == AaConfig(kbs=KbsConfig(url="http://10.0.0.1:8080"), log_level="debug")
+    cdh.write_text(CDH_EXAMPLE.replace("[kbc]\nname", "[kbc]\nkbs_certs = 'x'\nname"))
+    with pytest.raises(
+        ConfigError, match=r"cdh\.toml: kbc\.kbs_certs: unknown key \(did you mean 'kbs_cert'\?\)"
+    ):
+        load_aa_config(aa)
+    aa.write_text("[token_configs.kbs]\nurl = 'http://elsewhere:8080'\n")
+    cdh.write_text(CDH_EXAMPLE)
+    with pytest.raises(ConfigError, match="one KBS"):
+        load_aa_config(aa)
+    cdh.write_text('[kbc]\nname = "offline_fs_kbc"\nurl = ""\n')  # no KBS: aa.toml's alone
+    assert load_aa_config(aa).kbs == KbsConfig(url="http://elsewhere:8080")
+
+
 @given(st.text(max_size=200))
 def test_config_parser_only_raises_config_errors(text: str) -> None:
     with contextlib.suppress(ConfigError):
