@@ -10,6 +10,10 @@ from providers.base import Provider
 from providers.settings import Setting, SettingValue
 
 log = logging.getLogger(__name__)
+# The SDK logs every request at INFO over several lines, and a failed credential chain as a warning
+# that our own start-up error repeats: keep the adaptor's log to its own lines.
+logging.getLogger("azure").setLevel(logging.WARNING)
+logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 
 class AzurePlugin:
