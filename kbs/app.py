@@ -3,12 +3,14 @@
 One catch-all route `/kbs/v0/{path}` as upstream: the first segment picks the endpoint (`auth`,
 `attest`, `attestation-policy`, `resource-policy`, `reference-value`, `resource`), anything else is
 `PluginNotFound` (404). Every error is upstream's `ErrorInformation` JSON, including a body over the
-size cap (413), an unknown path (404) and a method a path does not take (405). `/metrics` and
-`/healthz` are outside the prefix.
+size cap (413), a body slower than the body timeout (408), an unknown path (404), a method a path
+does not take (405) and a fault of the KBS itself (500, logged). `/metrics` and `/healthz` are
+outside the prefix. `kbs.httpserver` serves this application.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -27,14 +29,15 @@ from protocols.kbs import API_PREFIX, SESSION_COOKIE, token_response
 log = logging.getLogger(__name__)
 BROKER_KEY = web.AppKey("kbs_broker", Broker)
 MAX_BODY_KEY = web.AppKey("kbs_max_body", int)
+BODY_TIMEOUT_KEY = web.AppKey("kbs_body_timeout", float)
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
-MAX_HEADER_FIELD = 256 * 1024  # verbose tokens in `Authorization: Bearer` outgrow the usual 8 KiB
+DEFAULT_BODY_TIMEOUT = 30.0
 JSON = "application/json"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_response(error: KbsError) -> web.Response:
+def error_response(error: KbsError) -> web.Response:
     return web.Response(status=error.status, body=error.info().to_json(), content_type=JSON)
 
 
@@ -55,13 +58,18 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except KbsError as exc:
         log.info("%s %s: %s", request.method, request.path, exc.detail)
-        response = _error_response(exc)
+        response = error_response(exc)
     except web.HTTPRequestEntityTooLarge:
-        response = _error_response(errors.payload_too_large(request.app[MAX_BODY_KEY]))
+        response = error_response(errors.payload_too_large(request.app[MAX_BODY_KEY]))
     except web.HTTPMethodNotAllowed:
-        response = _error_response(errors.method_not_allowed(request.method, request.path))
+        response = error_response(errors.method_not_allowed(request.method, request.path))
     except web.HTTPNotFound:
-        response = _error_response(errors.invalid_path(request.path))
+        response = error_response(errors.invalid_path(request.path))
+    except web.HTTPException as exc:  # another refusal by aiohttp, e.g. a malformed body
+        response = error_response(errors.http_error(exc.status, exc.reason))
+    except Exception:
+        log.exception("%s %s: internal error", request.method, request.path[:200])
+        response = error_response(errors.internal_error())
     finally:
         if counted:
             metrics.active.dec()
@@ -76,6 +84,16 @@ def _set_session_cookie(response: web.Response, session: Session) -> None:
     response.set_cookie(SESSION_COOKIE, session.id, expires=formatdate(session.expires, usegmt=True))
 
 
+async def _body(request: web.Request) -> bytes:
+    """The request body, within the body timeout (a client cannot hold a handler by trickling it)."""
+    limit = request.app[BODY_TIMEOUT_KEY]
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise errors.request_timeout(limit) from None
+
+
 def _admin(request: web.Request) -> AdminRequest:
     return AdminRequest(request.headers.get("Authorization"), str(request.rel_url))
 
@@ -87,12 +105,12 @@ async def kbs_api(request: web.Request) -> web.StreamResponse:
     parts = rest.split("/") if rest else []
     method = request.method
     if name == "auth" and method == "POST":
-        challenge, session = broker.auth(await request.read())
+        challenge, session = broker.auth(await _body(request))
         response = web.Response(body=challenge.to_json(), content_type=JSON)
         _set_session_cookie(response, session)
         return response
     if name == "attest" and method == "POST":
-        body = await request.read()
+        body = await _body(request)
         token, session = await broker.attest(request.cookies.get(SESSION_COOKIE), body)
         response = web.Response(body=token_response(token), content_type=JSON)
         _set_session_cookie(response, session)
@@ -100,15 +118,15 @@ async def kbs_api(request: web.Request) -> web.StreamResponse:
     if name == "resource" and method in ("GET", "POST", "DELETE"):
         return await _resource(request, broker, parts)
     if name == "attestation-policy" and method == "POST":
-        await broker.set_attestation_policy(_admin(request), await request.read())
+        await broker.set_attestation_policy(_admin(request), await _body(request))
         return web.Response()
     if name == "resource-policy" and method == "POST":
-        await broker.set_resource_policy(_admin(request), await request.read())
+        await broker.set_resource_policy(_admin(request), await _body(request))
         return web.Response()
     if name == "resource-policy" and method == "GET":
         return web.json_response(broker.list_resource_policies(_admin(request)))
     if name == "reference-value" and method == "POST":
-        await broker.register_reference_value(_admin(request), await request.read())
+        await broker.register_reference_value(_admin(request), await _body(request))
         return web.Response(content_type=JSON)
     if name == "reference-value" and method == "GET":
         value = broker.query_reference_value(_admin(request), parts)
@@ -126,25 +144,27 @@ async def _resource(request: web.Request, broker: Broker, parts: list[str]) -> w
         )
         return web.Response(body=jwe, content_type=JSON)
     if request.method == "POST":
-        await broker.set_resource(_admin(request), parts, await request.read())
+        await broker.set_resource(_admin(request), parts, await _body(request))
     else:
         await broker.delete_resource(_admin(request), parts)
     return web.Response()
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app[BROKER_KEY].metrics.render()
-    return web.Response(body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
+    return web.Response(body=request.app[BROKER_KEY].metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.Response()
 
 
-def make_app(broker: Broker, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+def make_app(
+    broker: Broker, max_body: int = DEFAULT_MAX_BODY, body_timeout: float = DEFAULT_BODY_TIMEOUT
+) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=max_body)
     app[BROKER_KEY] = broker
     app[MAX_BODY_KEY] = max_body
+    app[BODY_TIMEOUT_KEY] = body_timeout
     app.router.add_route("*", API_PREFIX + "/{path:.*}", kbs_api)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -127,14 +127,14 @@ class Broker:
         try:
             token = await self._evaluate(requests)
         except _AS_ERRORS as exc:
-            self.metrics.attestation_failures.inc(session.tee)
+            self.metrics.attestation_failures.labels(session.tee).inc()
             raise refuse(f"verify TEE evidence failed: {exc}") from None
         try:  # parsed now, kept for the session's /resource requests: never hand out a token they refuse
             self.tokens.stored(token)
         except TokenError as exc:
-            self.metrics.attestation_failures.inc(session.tee)
+            self.metrics.attestation_failures.labels(session.tee).inc()
             raise refuse(f"the attestation token cannot be used: {exc}") from None
-        self.metrics.attestation_successes.inc(session.tee)
+        self.metrics.attestation_successes.labels(session.tee).inc()
         if not self._sessions(lambda: self.sessions.attest(session.id, token), "Attest"):
             current = self._sessions(lambda: self.sessions.get(session.id), "Attest")
             if current is None or current.token is None:
@@ -228,7 +228,7 @@ class Broker:
             raise errors.policy_deny()
         self.metrics.policy_approvals.inc()
         resource = await self._store(self.store.get, path, read=True)
-        self.metrics.resource_reads.inc(str(path))
+        self.metrics.resource_reads.labels(str(path)).inc()
         try:
             return encrypt(resource, verified.tee_pubkey).to_json()
         except JweError as exc:
@@ -238,7 +238,7 @@ class Broker:
         self._admin(admin, "resource")
         path = _resource_path(parts)
         await self._store(self.store.put, path, body)
-        self.metrics.resource_writes.inc(str(path))
+        self.metrics.resource_writes.labels(str(path)).inc()
 
     async def delete_resource(self, admin: AdminRequest, parts: Sequence[str]) -> None:
         self._admin(admin, "resource")

@@ -1,7 +1,8 @@
 """`kbs`: run the key broker service from its configuration file (upstream's `-c/--config-file`).
 
 With `worker_count > 1` the process starts that many worker processes, each serving the same
-sockets (SO_REUSEPORT: the kernel spreads connections), all sharing the LocalFs storage.
+sockets (SO_REUSEPORT: the kernel spreads connections), all sharing the LocalFs storage and one
+metrics directory (a scrape of any worker reports them all).
 """
 
 from __future__ import annotations
@@ -16,16 +17,23 @@ import os
 import signal
 import ssl
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
 
-from kbs.app import MAX_HEADER_FIELD, make_app
 from kbs.config import KbsConfig, KbsConfigError, build_broker, load_config
+from kbs.httpserver import make_runner
+from kbs.metrics import MULTIPROCESS_ENV
 from protocols import version
 from verifier.api import VerifierRegistry
 
 log = logging.getLogger("kbs")
+
+
+class StartError(Exception):
+    """The KBS cannot start serving (a socket taken, a certificate unreadable); one line says why."""
 
 
 def _ssl_context(config: KbsConfig) -> ssl.SSLContext | None:
@@ -34,7 +42,12 @@ def _ssl_context(config: KbsConfig) -> ssl.SSLContext | None:
     assert config.http.certificate is not None and config.http.private_key is not None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.http.certificate, config.http.private_key)
+    try:
+        context.load_cert_chain(config.http.certificate, config.http.private_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartError(
+            f"cannot load http_server.certificate / private_key: {exc.strerror or exc}"
+        ) from None
     return context
 
 
@@ -50,18 +63,23 @@ async def serve(
 ) -> None:
     """Serve until cancelled or SIGTERM/SIGINT (`verifiers`: see `build_broker`)."""
     broker = build_broker(config, verifiers)
-    runner = web.AppRunner(
-        make_app(broker, config.http.max_body),
-        max_field_size=MAX_HEADER_FIELD,
-        access_log=None,
+    runner = make_runner(
+        broker,
+        max_body=config.http.max_body,
+        idle_timeout=config.http.idle_timeout,
+        body_timeout=config.http.body_timeout,
     )
     await runner.setup()
-    context = _ssl_context(config)
     try:
+        context = _ssl_context(config)
         for socket in config.http.sockets:
             host, port = _host_port(socket)
             site = web.TCPSite(runner, host, port, ssl_context=context, reuse_port=reuse_port or None)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise StartError(f"cannot listen on {socket}: {reason}") from None
             scheme = "http" if context is None else "https"
             log.info("KBS (pid %d) listening on %s://%s", os.getpid(), scheme, socket)
         stop = asyncio.Event()
@@ -85,7 +103,11 @@ def _run(config: KbsConfig, reuse_port: bool) -> None:
 
 def _worker(config_path: str, verbose: bool) -> None:
     _logging(verbose)
-    _run(load_config(Path(config_path)), reuse_port=True)
+    try:
+        _run(load_config(Path(config_path)), reuse_port=True)
+    except (KbsConfigError, StartError) as exc:
+        print(f"kbs: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _logging(verbose: bool) -> None:
@@ -95,9 +117,29 @@ def _logging(verbose: bool) -> None:
     )
 
 
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """A fresh multiprocess directory where the workers' metrics add up (`kbs.metrics`), unless one
+    is configured already; set before the workers start, as prometheus_client requires."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="kbs-metrics-") as directory:
+        os.environ[MULTIPROCESS_ENV] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_ENV]
+
+
 def _supervise(config_path: Path, count: int, verbose: bool) -> int:
     """Start `count` workers; stop them all on a signal or when one ends. The exit status is the
     first worker's own failure, if any (a worker stopped by the supervisor is not a failure)."""
+    with _shared_metrics():
+        return _run_workers(config_path, count, verbose)
+
+
+def _run_workers(config_path: Path, count: int, verbose: bool) -> int:
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(str(config_path), verbose)) for _ in range(count)]
     for worker in workers:
@@ -147,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             return _supervise(args.config_file, config.http.worker_count, args.verbose)
         with contextlib.suppress(KeyboardInterrupt):
             _run(config, reuse_port=False)
-    except KbsConfigError as exc:
+    except (KbsConfigError, StartError) as exc:
         print(f"kbs: {exc}", file=sys.stderr)
         return 2
     return 0

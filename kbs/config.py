@@ -1,10 +1,11 @@
 """The `kbs` configuration file (TOML, upstream's section and key names) and what it builds.
 
 Sections used: `[http_server]` (`sockets`, `insecure_http`, `private_key`, `certificate`,
-`payload_request_size` in MB, `worker_count`), `[attestation_token]` (`trusted_jwk_sets`,
-`trusted_certs_paths`, `extra_teekey_paths`, `insecure_header_jwk`), `[attestation_service]` (`type =
-"coco_as_builtin"` only, `timeout` minutes; `attestation_token_broker`, `rvps_config`,
-`verifier_config`, `work_dir` as the attestation service's own configuration), `[storage_backend]`
+`payload_request_size` in MB, `worker_count`; added here: `idle_timeout`, `body_timeout` in
+seconds), `[attestation_token]` (`trusted_jwk_sets`, `trusted_certs_paths`, `extra_teekey_paths`,
+`insecure_header_jwk`), `[attestation_service]` (`type = "coco_as_builtin"` only, `timeout` minutes;
+`attestation_token_broker`, `rvps_config`, `verifier_config`, `work_dir` as the attestation
+service's own configuration), `[storage_backend]`
 (`storage_type = "Memory" | "LocalFs"`, `backends.local_fs.dir_path`), top-level
 `session_storage_type` (the sessions' own storage type, the backends' settings shared, as upstream),
 `[[plugins]]` (`name = "resource"`, `storage_backend_type = "KvStorage"` (the storage backend) or
@@ -83,6 +84,8 @@ class HttpServer:
     certificate: Path | None = None
     payload_request_size: int = 2  # MB
     worker_count: int = 1
+    idle_timeout: int = 30  # seconds without a complete request head (idle, or a head still arriving)
+    body_timeout: int = 30  # seconds for a request body to arrive
 
     @property
     def max_body(self) -> int:
@@ -193,9 +196,13 @@ def parse_config(text: str) -> KbsConfig:
         certificate=_optional_path(http_doc, "certificate", "http_server"),
         payload_request_size=_get(http_doc, "payload_request_size", int, 2, "http_server"),
         worker_count=_get(http_doc, "worker_count", int, 1, "http_server"),
+        idle_timeout=_get(http_doc, "idle_timeout", int, 30, "http_server"),
+        body_timeout=_get(http_doc, "body_timeout", int, 30, "http_server"),
     )
-    if http.payload_request_size < 1 or http.worker_count < 1:
-        raise KbsConfigError("http_server.payload_request_size and worker_count must be at least 1")
+    if min(http.payload_request_size, http.worker_count, http.idle_timeout, http.body_timeout) < 1:
+        raise KbsConfigError(
+            "http_server.payload_request_size, worker_count, idle_timeout and body_timeout must be at least 1"
+        )
     _check_tls(http_doc)
     if not http.insecure_http and (http.private_key is None or http.certificate is None):
         raise KbsConfigError("HTTPS needs http_server.private_key and certificate (or insecure_http = true)")

@@ -1,9 +1,10 @@
 """The KBS error type: upstream's `kbs::Error` variant, its detail text, and the HTTP status it maps to.
 
 Upstream answers 404 only for `InvalidRequestPath` and `PluginNotFound` and 401 for everything else
-(policy denial and a missing resource included); clients rely on that, so it is kept. Added here:
-413 for a body over the size cap and 405 for a method a path does not take, both still with the
-`ErrorInformation` body.
+(policy denial and a missing resource included); clients rely on that, so it is kept. Added here,
+all still with the `ErrorInformation` body: 413 for a body over the size cap, 405 for a method a
+path does not take, 400/431/408 for a request malformed, over the header limit or too slow at the
+HTTP level, and 500 for a fault of the KBS itself.
 """
 
 from __future__ import annotations
@@ -73,3 +74,17 @@ def payload_too_large(limit: int) -> KbsError:
 
 def method_not_allowed(method: str, path: str) -> KbsError:
     return KbsError("InvalidRequestPath", f"Request path {path[:200]} does not take {method[:10]}", 405)
+
+
+def http_error(status: int, reason: str) -> KbsError:
+    """A request refused at the HTTP level (malformed, over a limit, too slow)."""
+    return KbsError("HTTPFailed", f"HTTP request failed: {reason}", status)
+
+
+def request_timeout(seconds: float) -> KbsError:
+    return http_error(408, f"the request body did not arrive within {seconds:g} s")
+
+
+def internal_error() -> KbsError:
+    """A fault of the KBS itself (logged with its traceback); nothing of the request is echoed."""
+    return KbsError("HTTPFailed", "internal error of the KBS", 500)

@@ -15,6 +15,8 @@ deleted when read and swept at most once a minute.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sqlite3
 import threading
@@ -37,6 +39,16 @@ CREATE TABLE IF NOT EXISTS kbs_protocol_session (
 );
 CREATE INDEX IF NOT EXISTS kbs_protocol_session_expires ON kbs_protocol_session (expires);
 """
+
+
+def _create_private(path: Path) -> None:
+    """The database file readable by its owner only (it holds attestation tokens), in a 0700
+    directory when this creates it; SQLite gives its -wal and -shm files the database's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            file.chmod(0o600)  # made by an earlier version with the umask's mode
 
 
 class SessionStoreError(Exception):
@@ -71,7 +83,7 @@ class SessionStore:
         self._next_sweep = 0.0
         try:
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(path)
             self._db = sqlite3.connect(
                 ":memory:" if path is None else str(path),
                 timeout=10.0,

@@ -23,9 +23,10 @@ from joserfc.jwk import ECKey, RSAKey
 from jwcrypto import jwe as jwcrypto_jwe
 from jwcrypto import jwk as jwcrypto_jwk
 
-from kbs.app import MAX_HEADER_FIELD, make_app
+from kbs.app import DEFAULT_BODY_TIMEOUT
 from kbs.broker import Broker
 from kbs.config import build_broker, parse_config
+from kbs.httpserver import DEFAULT_IDLE_TIMEOUT, make_runner
 from protocols import kbs
 
 API = "/kbs/v0"
@@ -152,7 +153,12 @@ async def admin_post(http: aiohttp.ClientSession, server: RunningKbs, endpoint: 
 
 
 async def start_kbs(
-    tmp_path: Path, extra: str = "", configure: Callable[[Broker], None] | None = None
+    tmp_path: Path,
+    extra: str = "",
+    configure: Callable[[Broker], None] | None = None,
+    *,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> RunningKbs:
     from aiohttp import web
 
@@ -161,7 +167,7 @@ async def start_kbs(
     broker = build_broker(config)
     if configure is not None:
         configure(broker)
-    runner = web.AppRunner(make_app(broker), max_field_size=MAX_HEADER_FIELD)
+    runner = make_runner(broker, idle_timeout=idle_timeout, body_timeout=body_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -232,7 +232,7 @@ async def test_health_metrics_and_unknown_paths(server: RunningKbs) -> None:
             text = await response.text()
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        assert 'kbs_attestation_successes_total{tee_type="sample"} 1' in text
+        assert 'kbs_attestation_successes_total{tee_type="sample"} 1.0' in text
         assert "kbs_auth_requests_total" in text and "kbs_http_request_duration_seconds_bucket" in text
         async with http.post(f"{server.url}/metrics") as response:
             assert response.status == 405

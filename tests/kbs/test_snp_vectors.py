@@ -45,7 +45,7 @@ async def test_genoa_evidence_is_refused_for_its_binding_alone(
     status, doc = await attest_with(server, genoa_evidence)
     assert (status, error_variant(doc)) == (401, "AttestationError")
     assert "verify TEE evidence failed: report_data_mismatch" in doc["detail"]
-    assert server.broker.metrics.attestation_failures.value("snp") == 1
+    assert server.broker.metrics.value("kbs_attestation_failures_total", tee_type="snp") == 1
 
 
 async def test_genoa_evidence_with_one_byte_changed_is_refused_for_its_signature(

@@ -21,7 +21,7 @@ from jwcrypto import jwk as jwcrypto_jwk
 
 from kbs.config import KbsConfigError, parse_config
 from kbs.jwe import JweError, encrypt
-from kbs.metrics import Counter, KbsMetrics
+from kbs.metrics import KbsMetrics
 from kbs.sessions import SessionStore
 from kbs.token import TokenError, TokenSettings, TokenVerifier, check_binding, json_pointer
 from protocols import kbs
@@ -248,14 +248,15 @@ def test_sessions(tmp_path: Path) -> None:
 
 def test_metrics_text_format() -> None:
     metrics = KbsMetrics()
-    metrics.resource_reads.inc('repo/"odd"\\path')
+    metrics.resource_reads.labels('repo/"odd"\\path').inc()
     metrics.duration.observe(0.0007)
-    text = metrics.render()
-    assert 'kbs_resource_reads_total{resource_path="repo/\\"odd\\"\\\\path"} 1' in text
-    assert 'kbs_http_request_duration_seconds_bucket{le="0.0005"} 0' in text
-    assert 'kbs_http_request_duration_seconds_bucket{le="0.001"} 1' in text
+    text = metrics.render().decode()
+    assert 'kbs_resource_reads_total{resource_path="repo/\\"odd\\"\\\\path"} 1.0' in text
+    assert 'kbs_http_request_duration_seconds_bucket{le="0.0005"} 0.0' in text
+    assert 'kbs_http_request_duration_seconds_bucket{le="0.001"} 1.0' in text
     assert "# TYPE kbs_http_active_connections gauge" in text
-    assert Counter("x", "y").render() == ["x 0"]
+    assert "# TYPE kbs_auth_requests_total counter" in text
+    assert metrics.value("kbs_resource_reads_total", resource_path='repo/"odd"\\path') == 1
 
 
 # ---- configuration
@@ -266,7 +267,9 @@ def test_metrics_text_format() -> None:
     [
         ("[http_server", "not TOML"),
         ("", "HTTPS needs"),
-        ("[http_server]\ninsecure_http = true\nworker_count = 2", "needs storage_type = LocalFs"),
+        ("[http_server]\ninsecure_http = true\nworker_count = 2", "needs storage_type"),
+        ("[http_server]\ninsecure_http = true\nidle_timeout = 0", "idle_timeout and body_timeout must be"),
+        ('[http_server]\ninsecure_http = true\nbody_timeout = "1s"', "body_timeout must be a int"),
         (
             '[http_server]\ninsecure_http = true\n[attestation_service]\ntype = "coco_as_grpc"',
             "not supported",

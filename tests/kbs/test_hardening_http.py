@@ -1,0 +1,193 @@
+"""The KBS's HTTP server against malformed, oversized and slow clients, a fault of its own, a taken
+port, and the modes of its session database (issue 12, items 10, 11 and 13). Raw sockets where the
+point is what aiohttp does before any handler runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from kbs.broker import Broker
+from kbs.sessions import SessionStore
+from kbs.store import ResourcePath
+from tests.kbs.support import API, AdminKey, RunningKbs, config_text, error_variant, start_kbs
+
+MARK = "QUOTEME"
+SHORT = 0.5  # the timeouts under test, in seconds
+PATIENCE = 30.0  # how long a test waits for what SHORT should bring about
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningKbs]:
+    running = await start_kbs(tmp_path, idle_timeout=SHORT, body_timeout=SHORT)
+    yield running
+    await running.runner.cleanup()
+
+
+async def connect(server: RunningKbs) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port), limit=2**20)
+
+
+async def exchange(server: RunningKbs, raw: bytes) -> tuple[int, bytes]:
+    """Send `raw`, read until the server closes: (status, body)."""
+    reader, writer = await connect(server)
+    writer.write(raw)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), PATIENCE)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (f"GET /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nX-Big: {MARK * 40_000}\r\n\r\n", 431),
+        (f"GET /kbs/v0/{MARK * 3000} HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+        (f"{MARK} / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (f"GET / HTTP/1.1\r\nHost: x\r\n{MARK} header\r\n\r\n", 400),
+        (f"GET /kbs/v0/auth HTTP/9.{MARK}\r\n\r\n", 400),
+        (f"POST /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nContent-Length: {MARK}\r\n\r\n", 400),
+        (f"POST /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{MARK}\r\n", 400),
+    ],
+    ids=[
+        "header-over-limit",
+        "request-line-over-limit",
+        "bad-method",
+        "bad-header",
+        "bad-version",
+        "bad-length",
+        "bad-chunk",
+    ],
+)
+async def test_requests_aiohttp_refuses_get_error_information(
+    server: RunningKbs, raw: str, status: int
+) -> None:
+    got, body = await exchange(server, raw.encode())
+    assert got == status, body[:300]
+    assert error_variant(json.loads(body)) == "HTTPFailed"
+    assert MARK.encode() not in body
+
+
+class FaultyStore:
+    """A store with a bug: an exception no caller expects."""
+
+    inline = True
+
+    def get(self, path: ResourcePath) -> bytes:
+        raise RuntimeError(f"bug {MARK}")
+
+    def put(self, path: ResourcePath, data: bytes) -> None:
+        raise RuntimeError(f"bug {MARK}")
+
+    def delete(self, path: ResourcePath) -> None:
+        raise RuntimeError(f"bug {MARK}")
+
+
+async def test_a_fault_of_the_kbs_is_a_500_with_error_information(tmp_path: Path) -> None:
+    def faulty(broker: Broker) -> None:
+        broker.store = FaultyStore()
+
+    server = await start_kbs(tmp_path, configure=faulty)
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{server.url}{API}/resource/default/key/one", data=b"x", headers=server.admin.headers()
+            ) as response,
+        ):
+            body = await response.read()
+        assert response.status == 500
+        assert error_variant(json.loads(body)) == "HTTPFailed"
+        assert MARK.encode() not in body
+    finally:
+        await server.runner.cleanup()
+
+
+async def test_a_stalled_request_line_is_disconnected(server: RunningKbs) -> None:
+    reader, writer = await connect(server)
+    writer.write(b"GET /kbs/v0/au")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), PATIENCE) == b""  # closed, nothing answered
+    writer.close()
+
+
+async def test_stalled_headers_are_disconnected(server: RunningKbs) -> None:
+    reader, writer = await connect(server)
+    writer.write(b"POST /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nContent-Le")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), PATIENCE) == b""
+    writer.close()
+
+
+async def test_an_idle_kept_alive_connection_is_closed(server: RunningKbs) -> None:
+    reader, writer = await connect(server)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert await asyncio.wait_for(reader.read(), PATIENCE) == b""  # content-length 0, then closed
+    writer.close()
+
+
+async def test_a_stalled_body_gets_408(server: RunningKbs) -> None:
+    reader, writer = await connect(server)
+    writer.write(b"POST /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.readuntil(b"}"), PATIENCE)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert error_variant(json.loads(body)) == "HTTPFailed"
+
+
+def test_session_database_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "kbs_protocol_session.sqlite3"
+    store = SessionStore(path)
+    store.create("sample", "nonce")
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+    assert {p.name for p in files} >= {path.name, path.name + "-wal"}
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    store.close()
+
+
+def test_an_existing_session_database_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "kbs_protocol_session.sqlite3"
+    SessionStore(path).close()
+    path.chmod(0o644)
+    SessionStore(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_taken_port_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        admin = AdminKey.create(tmp_path)
+        config = tmp_path / "kbs.toml"
+        config.write_text(config_text(tmp_path / "storage", admin.path, sockets=f"127.0.0.1:{port}"))
+        result = subprocess.run(
+            [sys.executable, "-m", "kbs.cli", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"kbs: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
