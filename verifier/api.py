@@ -4,22 +4,30 @@ TEE names are upstream's (`kbs_types::Tee` serialized). Verifier modules are imp
 so a deployment only loads (and only needs the dependencies of) the TEEs it sees; an unknown TEE, or
 one whose verifier is not available in this build, is a `VerificationError` like any rejected evidence.
 Verifiers are built from upstream's `verifier_config` section (`snp_verifier.vcek_sources`,
-`dcap_verifier.collateral_service` / `tcb_update_type`).
+`dcap_verifier.collateral_service` / `tcb_update_type`) and our options in it (`verifier.options`:
+required VMPL, report versions, debug refusal, collateral freshness, a fixed clock). A call may pass
+`options`, a fragment of that section merged over the configured one: the verifier for those options
+is built once and kept, with its own caches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from verifier import options as verifier_options
 from verifier.base import Claims, Verifier
 from verifier.errors import VerificationError
+from verifier.lru import LruCache
 
 VerifierConfig = Mapping[str, Any]
+Options = Mapping[str, Any]
+MAX_OPTION_SETS = 32  # verifiers kept for per-call option sets besides the configured ones
 
 
 @runtime_checkable
@@ -51,26 +59,38 @@ def _sample(config: VerifierConfig) -> Verifier:
     return verifier
 
 
+def _clock(config: VerifierConfig) -> dict[str, Any]:
+    clock = verifier_options.clock(config)
+    return {} if clock is None else {"clock": clock}
+
+
 def _snp(config: VerifierConfig) -> Verifier:
     sources = import_verifier("verifier.snp.verifier", "vcek_sources_from_config")(config.get("snp_verifier"))
-    verifier: Verifier = import_verifier("verifier.snp", "SnpVerifier")(vcek_sources=sources)
+    options = import_verifier("verifier.snp", "SnpOptions")(**verifier_options.snp_options(config))
+    verifier: Verifier = import_verifier("verifier.snp", "SnpVerifier")(
+        options, vcek_sources=sources, **_clock(config)
+    )
+    return verifier
+
+
+def _dcap(config: VerifierConfig, module: str, name: str, dcap_tee: str) -> Verifier:
+    """A TDX or SGX verifier: both read `dcap_verifier`, each with its own TCB info and QE identity."""
+    tee = import_verifier("verifier.dcap.collateral", dcap_tee)
+    settings = verifier_options.dcap_source_settings(config)
+    source = import_verifier("verifier.dcap.sources", "source_from_config")(**settings, tee=tee)
+    options = import_verifier("verifier.dcap.verifier", "DcapOptions")(
+        **verifier_options.dcap_options(config)
+    )
+    verifier: Verifier = import_verifier(module, name)(source=source, options=options, **_clock(config))
     return verifier
 
 
 def _tdx(config: VerifierConfig) -> Verifier:
-    dcap = dict(config.get("dcap_verifier") or {})
-    source = import_verifier("verifier.dcap.sources", "source_from_config")(**dcap)
-    verifier: Verifier = import_verifier("verifier.tdx", "TdxVerifier")(source=source)
-    return verifier
+    return _dcap(config, "verifier.tdx", "TdxVerifier", "TDX")
 
 
 def _sgx(config: VerifierConfig) -> Verifier:
-    """The same `dcap_verifier` settings as `tdx`, with SGX's TCB info and QE identity."""
-    dcap = dict(config.get("dcap_verifier") or {})
-    sgx_tee = import_verifier("verifier.dcap.collateral", "SGX")
-    source = import_verifier("verifier.dcap.sources", "source_from_config")(**dcap, tee=sgx_tee)
-    verifier: Verifier = import_verifier("verifier.sgx", "SgxVerifier")(source=source)
-    return verifier
+    return _dcap(config, "verifier.sgx", "SgxVerifier", "SGX")
 
 
 def _az_snp_vtpm(config: VerifierConfig) -> Verifier:
@@ -108,6 +128,7 @@ class VerifierRegistry:
         self._config = dict(config or {})
         self._tees = dict(tees)
         self._verifiers: dict[str, Verifier] = {}
+        self._optioned: LruCache[tuple[str, str], Verifier] = LruCache(MAX_OPTION_SETS)
         self._lock = threading.Lock()
 
     @property
@@ -124,18 +145,38 @@ class VerifierRegistry:
     def tee_class(self, tee: str) -> str:
         return self._spec(tee).tee_class
 
-    def get(self, tee: str) -> Verifier:
+    def _build(self, tee: str, spec: TeeSpec, config: VerifierConfig) -> Verifier:
+        try:
+            return spec.factory(config)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise VerificationError(
+                "verifier_unavailable", f"the {tee} verifier configuration is invalid: {exc}"
+            ) from None
+
+    def get(self, tee: str, options: Options | None = None) -> Verifier:
+        """The verifier for `tee`, with `options` (a `verifier_config` fragment) over the configured ones."""
         spec = self._spec(tee)
+        if options:
+            return self._get_with(tee, spec, options)
         with self._lock:
             verifier = self._verifiers.get(tee)
             if verifier is None:
-                try:
-                    verifier = spec.factory(self._config)
-                except (ValueError, TypeError, AttributeError) as exc:
-                    raise VerificationError(
-                        "verifier_unavailable", f"the {tee} verifier configuration is invalid: {exc}"
-                    ) from None
+                verifier = self._build(tee, spec, self._config)
                 self._verifiers[tee] = verifier
+        return verifier
+
+    def _get_with(self, tee: str, spec: TeeSpec, options: Options) -> Verifier:
+        try:
+            config = verifier_options.merge(self._config, options)
+            verifier_options.check(config)
+            key = (tee, json.dumps(options, sort_keys=True))
+        except (ValueError, TypeError) as exc:  # StrictConfigError and OptionsError included
+            raise VerificationError("invalid_options", str(exc)) from None
+        with self._lock:
+            verifier = self._optioned.get(key)
+            if verifier is None:
+                verifier = self._build(tee, spec, config)
+                self._optioned.put(key, verifier)
         return verifier
 
     def evaluate(
@@ -144,8 +185,9 @@ class VerifierRegistry:
         evidence: bytes,
         expected_report_data: bytes,
         expected_init_data_hash: bytes | None = None,
+        options: Options | None = None,
     ) -> Claims:
-        return self.get(tee).evaluate(evidence, expected_report_data, expected_init_data_hash)
+        return self.get(tee, options).evaluate(evidence, expected_report_data, expected_init_data_hash)
 
     async def evaluate_async(
         self,
@@ -153,9 +195,10 @@ class VerifierRegistry:
         evidence: bytes,
         expected_report_data: bytes,
         expected_init_data_hash: bytes | None = None,
+        options: Options | None = None,
     ) -> Claims:
         """As `evaluate`, letting verifiers that fetch collateral do so; CPU work runs in a thread."""
-        verifier = await asyncio.to_thread(self.get, tee)
+        verifier = await asyncio.to_thread(self.get, tee, options)
         if isinstance(verifier, AsyncVerifier):
             return await verifier.evaluate_async(evidence, expected_report_data, expected_init_data_hash)
         return await asyncio.to_thread(
@@ -171,9 +214,14 @@ def evaluate(
     evidence: bytes,
     expected_report_data: bytes,
     expected_init_data_hash: bytes | None = None,
+    options: Options | None = None,
 ) -> Claims:
-    """Verify `evidence` of TEE `tee`; raises `VerificationError` (only) when it is not accepted."""
-    return _default_registry.evaluate(tee, evidence, expected_report_data, expected_init_data_hash)
+    """Verify `evidence` of TEE `tee`; raises `VerificationError` (only) when it is not accepted.
+
+    `options` is a `verifier_config` fragment for this call, e.g. `{"snp_verifier":
+    {"required_vmpl": 1}}` or `{"dcap_verifier": {"accept_stale_collateral": true}, "at": "..."}`;
+    a bad one is refused as `invalid_options`."""
+    return _default_registry.evaluate(tee, evidence, expected_report_data, expected_init_data_hash, options)
 
 
 def supported_tees() -> list[str]:
@@ -183,6 +231,7 @@ def supported_tees() -> list[str]:
 __all__ = [
     "TEES",
     "AsyncVerifier",
+    "Options",
     "TeeSpec",
     "VerifierConfig",
     "VerifierRegistry",

@@ -341,7 +341,7 @@ def test_config_file_keys(tmp_path: Path) -> None:
         ({"attestation_token_broker": {"duration_min": "5"}}, "duration_min must be a int"),
         ({"attestation_token_broker": {"verbose_token": 1}}, "verbose_token must be a bool"),
         ({"attestation_token_broker": {"signer": {"cert_path": "x"}}}, "signer needs key_path"),
-        ({"verifier_config": []}, "verifier_config must be an object"),
+        ({"verifier_config": []}, "verifier_config: must be a table"),
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_config(json.dumps(bad))

@@ -183,10 +183,51 @@ class OfflineSource:
         return parse_pcs_client_tool(data, fmspc, ca, self._update, self._tee)
 
 
+class DirectorySource:
+    """A folder of collateral as PCS serves it, for offline checks: `tcbInfo.json` and
+    `enclaveIdentity.json` (the response bodies), and when they were saved too, their issuer
+    chains `tcbInfo-issuer-chain.pem` and `enclaveIdentity-issuer-chain.pem`, the PCK CRL
+    `pckcrl-<platform|processor>.der` with `pckcrl-issuer-chain.pem`, and `rootcacrl.der`."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def _read(self, name: str) -> bytes | None:
+        try:
+            return (self._folder / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _unavailable(f"cannot read {self._folder / name}: {exc.strerror}") from None
+
+    def _required(self, name: str) -> bytes:
+        data = self._read(name)
+        if data is None:
+            raise _unavailable(f"{self._folder} has no {name}")
+        return data
+
+    def fetch(self, fmspc: bytes, ca: str) -> RawCollateral:
+        tcb_info, qe_identity = self._required("tcbInfo.json"), self._required("enclaveIdentity.json")
+        pck_crl, pck_crl_chain = self._read(f"pckcrl-{ca}.der"), self._read("pckcrl-issuer-chain.pem")
+        root_crl = self._read("rootcacrl.der")
+        return RawCollateral(
+            tcb_info=tcb_info,
+            qe_identity=qe_identity,
+            tcb_info_issuer_chain=self._read("tcbInfo-issuer-chain.pem"),
+            qe_identity_issuer_chain=self._read("enclaveIdentity-issuer-chain.pem"),
+            pck_crl=crl_der(pck_crl) if pck_crl is not None and pck_crl_chain is not None else None,
+            pck_crl_issuer_chain=pck_crl_chain if pck_crl is not None else None,
+            root_ca_crl=crl_der(root_crl) if root_crl is not None else None,
+        )
+
+
 def source_from_config(
     collateral_service: str = INTEL_PCS_URL, tcb_update_type: str = "early", tee: DcapTee = TDX
 ) -> CollateralSource:
-    """Upstream's `dcap_verifier` settings: a PCS/PCCS URL, or `file://<path>` for an offline file."""
+    """Upstream's `dcap_verifier` settings: a PCS/PCCS URL, or `file://<path>` for an offline file;
+    ours: `dir://<path>` for a folder of PCS responses (`DirectorySource`)."""
+    if collateral_service.startswith("dir://"):
+        return DirectorySource(Path(unquote(collateral_service.removeprefix("dir://"))))
     if collateral_service.startswith("file://"):
         path = Path(unquote(urlsplit(collateral_service).path))
         return OfflineSource(path, update=tcb_update_type, tee=tee)

@@ -1,13 +1,15 @@
 """`attestation-service` configuration: upstream's JSON config file keys plus listen addresses.
 
-Upstream keys used: `work_dir`, `rvps_config.type` (only `BuiltIn`), `attestation_token_broker`
-(`duration_min`, `issuer_name`, `developer_name`, `build_name`, `profile_name`, `verbose_token`,
-`signer.key_path` / `cert_path` / `cert_url`), `verifier_config` (handed to the verifiers:
-`snp_verifier.vcek_sources`, `dcap_verifier.collateral_service` / `tcb_update_type`).
-Added: `policy_dir`, `rvps_config.store_path`, `socket` (REST) and `grpc_socket`. Unknown keys are
-ignored, as upstream's serde does. With `work_dir` and no explicit paths, policies live in
-`<work_dir>/policies` and reference values in `<work_dir>/reference_values.json`; with neither, both
-are in memory.
+Upstream keys used: `work_dir`, `storage_backend` (`LocalFs` only: its `dir_path` is the work dir),
+`rvps_config.type` (only `BuiltIn`; `storage_type`, `extractors` accepted: the store is one JSON file),
+`attestation_token_broker` (`type` (only `Ear`), `duration_min`, `issuer_name`, `developer_name`,
+`build_name`, `profile_name`, `verbose_token`, `policy_dir`, `signer.key_path` / `cert_path` /
+`cert_url`), `verifier_config` (handed to the verifiers: `snp_verifier.vcek_sources`,
+`dcap_verifier.collateral_service` / `tcb_update_type`, and our options, see `verifier.options`).
+Added: `policy_dir`, `rvps_config.store_path`, `socket` (REST) and `grpc_socket`. An unknown key is an
+error naming the closest known one, and the verifier options are checked here, at start, rather than
+at the first evidence. With `work_dir` and no explicit paths, policies live in `<work_dir>/policies`
+and reference values in `<work_dir>/reference_values.json`; with neither, both are in memory.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from protocols.strictconfig import Table, check_keys
+from verifier import options as verifier_options
 from verifier.api import VerifierRegistry
 from verifier.ear import EarError, EarSigner, TokenSettings
 from verifier.jsonutil import JsonError, strict_loads
@@ -29,6 +33,27 @@ DEFAULT_GRPC_SOCKET = "127.0.0.1:50004"
 
 class ConfigError(Exception):
     """The configuration file or a flag is invalid."""
+
+
+_SIGNER = Table(dict.fromkeys(("key_path", "cert_path", "cert_url")))
+_BROKER_KEYS = ("type", "policy_dir", *(option.name for option in fields(TokenSettings)))
+CONFIG = Table(
+    {
+        "socket": None,
+        "grpc_socket": None,
+        "work_dir": None,
+        "policy_dir": None,
+        "rvps_config": Table(
+            {
+                **dict.fromkeys(("type", "store_path", "storage_type", "extractors", "address")),
+                "storage": Table(dict.fromkeys(("type", "file_path"))),
+            }
+        ),
+        "storage_backend": Table({"storage_type": None, "backends": Table(open=True)}),
+        "attestation_token_broker": Table({**dict.fromkeys(_BROKER_KEYS), "signer": _SIGNER}),
+        "verifier_config": verifier_options.VERIFIER_CONFIG,
+    }
+)
 
 
 @dataclass
@@ -79,6 +104,10 @@ def _path(doc: dict[str, Any], key: str) -> Path | None:
 
 
 def _token_settings(broker: dict[str, Any]) -> TokenSettings:
+    if broker.get("type", "Ear") != "Ear":
+        raise ConfigError(
+            f"attestation_token_broker.type {str(broker['type'])[:40]!r} is not supported (only Ear)"
+        )
     given = {}
     for option in fields(TokenSettings):
         value = _optional(
@@ -92,6 +121,17 @@ def _token_settings(broker: dict[str, Any]) -> TokenSettings:
     return settings
 
 
+def _storage_dir(storage: dict[str, Any]) -> Path | None:
+    """Upstream's unified storage: only LocalFs, whose directory then holds what `work_dir` would."""
+    if not storage:
+        return None
+    if storage.get("storage_type") != "LocalFs":
+        kind = str(storage.get("storage_type"))[:40]
+        raise ConfigError(f"storage_backend.storage_type {kind!r} is not supported (only LocalFs)")
+    local_fs = _section(_section(storage, "backends"), "local_fs")
+    return _path(local_fs, "dir_path")
+
+
 def parse_config(text: str | bytes) -> ServerConfig:
     """The JSON configuration file's content -> ServerConfig."""
     try:
@@ -100,6 +140,11 @@ def parse_config(text: str | bytes) -> ServerConfig:
         raise ConfigError(f"configuration: {exc}") from None
     if not isinstance(doc, dict):
         raise ConfigError("configuration must be a JSON object")
+    try:
+        check_keys(doc, CONFIG)
+        verifier_options.check(_section(doc, "verifier_config"))
+    except ValueError as exc:  # StrictConfigError and OptionsError
+        raise ConfigError(str(exc)) from None
     rvps = _section(doc, "rvps_config")
     if rvps.get("type", "BuiltIn") != "BuiltIn":
         raise ConfigError(f"rvps_config.type {str(rvps.get('type'))[:40]!r} is not supported (only BuiltIn)")
@@ -110,9 +155,9 @@ def parse_config(text: str | bytes) -> ServerConfig:
     return ServerConfig(
         socket=_optional(doc, "socket", str) if "socket" in doc else DEFAULT_REST_SOCKET,
         grpc_socket=_optional(doc, "grpc_socket", str) if "grpc_socket" in doc else DEFAULT_GRPC_SOCKET,
-        work_dir=_path(doc, "work_dir"),
-        policy_dir=_path(doc, "policy_dir"),
-        rvps_store=_path(rvps, "store_path"),
+        work_dir=_path(doc, "work_dir") or _storage_dir(_section(doc, "storage_backend")),
+        policy_dir=_path(doc, "policy_dir") or _path(broker, "policy_dir"),
+        rvps_store=_path(rvps, "store_path") or _path(_section(rvps, "storage"), "file_path"),
         token=_token_settings(broker),
         signer_key=_path(signer, "key_path"),
         signer_cert=_path(signer, "cert_path"),

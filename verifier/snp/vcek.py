@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from verifier.errors import VerificationError
 from verifier.lru import LruCache
 from verifier.snp.report import Generation, TcbVersion
@@ -94,6 +97,26 @@ class OfflineStore:
                 # A store that cannot be read is reported, not mistaken for a missing file.
                 raise VcekUnavailable(f"offline store file {path} cannot be read: {exc}") from None
         raise VcekUnavailable(f"offline store {self.root} has no VCEK for {key.describe()}")
+
+
+class VcekFile:
+    """One VCEK/VLEK file offered for every report (ours, for checking one report offline); the
+    chain, TCB and HWID checks decide whether it is the report's."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fetch(self, key: VcekKey) -> bytes:
+        try:
+            data = _read_limited(self.path)
+        except OSError as exc:
+            raise VcekUnavailable(f"VCEK file {self.path} cannot be read: {exc.strerror}") from None
+        if data.startswith(b"-----BEGIN"):
+            try:
+                return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+            except ValueError as exc:
+                raise VcekUnavailable(f"VCEK file {self.path} is not a PEM certificate: {exc}") from None
+        return data
 
 
 class VcekCache:

@@ -37,6 +37,7 @@ from verifier.snp.vcek import (
     DEFAULT_OFFLINE_STORE,
     OfflineStore,
     VcekCache,
+    VcekFile,
     VcekKey,
     VcekSource,
     VcekUnavailable,
@@ -74,7 +75,8 @@ def _utcnow() -> datetime:
 
 def vcek_sources_from_config(config: Mapping[str, Any] | None) -> list[VcekSource]:
     """Upstream's `SnpVerifierConfig`: `{"vcek_sources": [{"type": "KDS", "base_url": ...},
-    {"type": "OfflineStore", "path": ...}]}`, default one KDS source."""
+    {"type": "OfflineStore", "path": ...}]}`, default one KDS source; ours: `{"type": "File", "path":
+    ...}`, one VCEK/VLEK file (DER or PEM)."""
     entries = (config or {}).get("vcek_sources", [{"type": "KDS"}])
     sources: list[VcekSource] = []
     for entry in entries:
@@ -85,8 +87,12 @@ def vcek_sources_from_config(config: Mapping[str, Any] | None) -> list[VcekSourc
         elif kind == "OfflineStore":
             path = entry.get("path")
             sources.append(OfflineStore(Path(path) if path else DEFAULT_OFFLINE_STORE))
+        elif kind == "File" and isinstance(entry.get("path"), str):
+            sources.append(VcekFile(Path(entry["path"])))
         else:
-            raise ValueError(f"unknown VCEK source type {kind!r} (expected KDS or OfflineStore)")
+            raise ValueError(
+                f"unknown VCEK source {entry!r} (expected KDS, OfflineStore or File with a path)"
+            )
     return sources
 
 
