@@ -145,9 +145,7 @@ def test_min_report_version_per_call(tmp_path: Path) -> None:
 def test_dcap_collateral_source_freshness_and_clock_from_options() -> None:
     tdx = vectors_dir("tdx")
     quote = (tdx / "quote-v4-fmspc-00a06d080000.dat").read_bytes()
-    evidence = json.dumps(
-        {"cc_eventlog": None, "quote": base64.b64encode(quote).decode()}
-    ).encode()
+    evidence = json.dumps({"cc_eventlog": None, "quote": base64.b64encode(quote).decode()}).encode()
     report_data = quote[568:632]
     offline = {
         **AT,
