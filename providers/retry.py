@@ -63,13 +63,17 @@ def error_code(exc: BaseException) -> str:
     """The cloud's own error code if the SDK's exception carries one, else the exception's type.
 
     Read by shape, so that this module needs no SDK: EC2 (botocore) keeps it in
-    `response["Error"]["Code"]`, ARM (azure-core) in `error.code`, Google API errors in `reason`.
+    `response["Error"]["Code"]`, ARM (azure-core) in `error.code`, Google API errors in `reason` or
+    in the `reason` of the first entry of `errors` (the REST error body).
     """
     response = getattr(exc, "response", None)
+    errors = getattr(exc, "errors", None)
+    first_error = errors[0] if isinstance(errors, list) and errors else None
     candidates = (
         response.get("Error", {}).get("Code") if isinstance(response, dict) else None,
         getattr(getattr(exc, "error", None), "code", None),
         getattr(exc, "reason", None),
+        first_error.get("reason") if isinstance(first_error, dict) else None,
     )
     code = next((c for c in candidates if isinstance(c, str) and c), type(exc).__name__)
     return code[:MAX_CODE_LENGTH]
