@@ -291,7 +291,7 @@ def build_attestation_service(
         broker = dict(section.get("attestation_token_broker") or {})
         if not broker.get("signer"):
             try:
-                config.storage_dir.mkdir(parents=True, exist_ok=True)
+                config.storage_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # signer, sessions
                 broker["signer"] = {"key_path": str(_shared_signer(config.storage_dir))}
             except OSError as exc:
                 raise KbsConfigError(

@@ -163,6 +163,14 @@ def test_session_database_is_private(tmp_path: Path) -> None:
     store.close()
 
 
+async def test_the_state_directory_the_kbs_creates_is_private(tmp_path: Path) -> None:
+    server = await start_kbs(tmp_path)
+    await server.runner.cleanup()
+    storage = tmp_path / "storage"  # sessions, the token signing key, resources
+    assert stat.S_IMODE(storage.stat().st_mode) == 0o700
+    assert stat.S_IMODE((storage / "kbs_protocol_session.sqlite3").stat().st_mode) == 0o600
+
+
 def test_an_existing_session_database_is_made_private(tmp_path: Path) -> None:
     path = tmp_path / "kbs_protocol_session.sqlite3"
     SessionStore(path).close()
