@@ -12,12 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.verifier import tdx_builder as b
+from tests.verifier.verdicts import tdx_signed_parts
 from verifier.dcap.collateral import parse_qe_identity, parse_tcb_info, split_document
 from verifier.dcap.evidence import QuoteDecoder
 from verifier.dcap.pck import parse_sgx_extension
@@ -89,24 +88,7 @@ def test_oversized_quote_is_malformed_unless_zero_padded(extra: bytes) -> None:
             parse_quote(QUOTE + extra)
         assert info.value.reason == "malformed_evidence"
     else:
-        assert signed_parts(QUOTE + extra) == signed_parts(QUOTE)
-
-
-def signed_parts(quote: bytes) -> tuple[bytes, ...]:
-    """What the attestation key, the PCK and the PCK chain vouch for (the chain as its certificates
-    below the trusted root, whose copy in the chain is optional)."""
-    parsed = parse_quote(quote)
-    certificates = x509.load_pem_x509_certificates(parsed.pck_chain_pem)
-    chain = tuple(c.public_bytes(Encoding.DER) for c in certificates if c != PKI.root)
-    return (
-        parsed.signed_data,
-        parsed.signature,
-        parsed.attestation_key,
-        parsed.qe_report.raw,
-        parsed.qe_report_signature,
-        parsed.qe_auth_data,
-        *chain,
-    )
+        assert tdx_signed_parts(QUOTE + extra, PKI.root) == tdx_signed_parts(QUOTE, PKI.root)
 
 
 @FAST
@@ -117,7 +99,7 @@ def test_mutated_quote_is_refused_unless_its_signed_parts_stay(changes: list[tup
         VERIFIER.verify_quote(quote)
     except VerificationError:
         return
-    assert signed_parts(quote) == signed_parts(QUOTE)
+    assert tdx_signed_parts(quote, PKI.root) == tdx_signed_parts(QUOTE, PKI.root)
 
 
 @FAST

@@ -1,6 +1,6 @@
 """Shared pieces of the verdict property tests: flipping a byte, naming a verdict, what an SNP report
-changed at one byte must be refused with (the SNP and Azure SNP vTPM tests both need it), and why a
-changed compact JWS must be refused (EAR tokens here, admin and attestation tokens at the KBS)."""
+changed at one byte must be refused with (the SNP and Azure SNP vTPM tests both need it), what of a
+TDX quote is signed, and why a changed compact JWS must be refused (EAR, admin and attestation tokens)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import settings
 from hypothesis import strategies as st
 
 from verifier.errors import VerificationError
 from verifier.snp import report as rpt
 from verifier.snp.report import Generation
+from verifier.tdx.quote import parse_quote
 
 VERDICTS = settings(max_examples=80, deadline=None)
 ACCEPTED = "accepted"
@@ -146,3 +149,20 @@ def jws_claims(token: str) -> dict[str, Any] | None:
     """The payload object of a compact JWS, read strictly, or None."""
     parts = token.split(".")
     return _decoded_object(parts[1]) if len(parts) == 3 else None
+
+
+def tdx_signed_parts(quote: bytes, root: x509.Certificate) -> tuple[bytes, ...]:
+    """What a TDX quote's attestation key, PCK and PCK chain vouch for (the chain as its certificates
+    below the trusted `root`, whose copy in the chain is optional)."""
+    parsed = parse_quote(quote)
+    certificates = x509.load_pem_x509_certificates(parsed.pck_chain_pem)
+    chain = tuple(c.public_bytes(Encoding.DER) for c in certificates if c != root)
+    return (
+        parsed.signed_data,
+        parsed.signature,
+        parsed.attestation_key,
+        parsed.qe_report.raw,
+        parsed.qe_report_signature,
+        parsed.qe_auth_data,
+        *chain,
+    )
