@@ -179,13 +179,14 @@ def _check_tls(http_doc: dict[str, Any]) -> None:
         raise KbsConfigError(f"http_server.{custom[0]} is not available here (TLS 1.2-1.3, default ciphers)")
 
 
-def parse_config(text: str) -> KbsConfig:
+def parse_config(text: str, source: str = "configuration") -> KbsConfig:
+    """`source` (the file's name) starts each line of an error about keys."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KbsConfigError(f"configuration is not TOML: {exc}") from None
     try:
-        check_keys(doc, KBS_CONFIG)
+        check_keys(doc, KBS_CONFIG, source)
     except StrictConfigError as exc:
         raise KbsConfigError(str(exc)) from None
     http_doc = _table(doc, "http_server")
@@ -251,7 +252,7 @@ def parse_config(text: str) -> KbsConfig:
 
 def load_config(path: Path) -> KbsConfig:
     try:
-        return parse_config(path.read_text(encoding="utf-8"))
+        return parse_config(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise KbsConfigError(f"cannot read configuration {path}: {exc}") from None
 

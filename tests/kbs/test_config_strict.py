@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kbs.admin import AdminAuth, AuthorizationMode
-from kbs.config import AWS_BY_TAG, AWS_SECRETS_MANAGER, KVSTORAGE, KbsConfigError, parse_config
+from kbs.config import AWS_BY_TAG, AWS_SECRETS_MANAGER, KVSTORAGE, KbsConfigError, load_config, parse_config
 
 BASE = "[http_server]\ninsecure_http = true\n"
 
@@ -153,3 +153,11 @@ def test_falling_back_to_deny_all_is_said_once_at_start(caplog: pytest.LogCaptur
     with caplog.at_level(logging.WARNING, logger="kbs.admin"):
         AdminAuth.from_config({"authorization_mode": "DenyAll"})  # asked for by name: nothing to say
     assert not caplog.records
+
+
+def test_each_problem_line_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "kbs-config.toml"
+    path.write_text(BASE + "insecure_htpp = true\n[admn]\n")
+    with pytest.raises(KbsConfigError) as caught:
+        load_config(path)
+    assert [line.split(": ", 1)[0] for line in str(caught.value).splitlines()] == [str(path)] * 2
