@@ -27,7 +27,8 @@ def temp_name(path: Path) -> Path:
 
 
 def is_temp_name(name: str) -> bool:
-    return name.startswith(TEMP_MARK)
+    """A temporary of `atomic_write`: `.tmp-<hex>`, or `.<name>.tmp-<hex>` as earlier versions left."""
+    return name.startswith(".") and TEMP_MARK in name
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
