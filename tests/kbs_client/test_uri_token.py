@@ -10,16 +10,19 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
 from kbs.client.admin import mint_admin_token
+from kbs.jwt import JwtError, load_public_key_pem, verify_signature
+from kbs.jwt import parse as parse_jwt
 from protocols.kbs import b64url_encode
 from protocols.kbs_client.errors import AdminKeyError, ResourcePathError, TokenFormatError
 from protocols.kbs_client.resource_uri import ResourceUri, parse_resource_path, parse_resource_uri
 from protocols.kbs_client.token import Token
+from tests.verifier.verdicts import FORMAT, JWS_MESSAGES, jws_refusal
 
 SEGMENT = st.from_regex(r"[A-Za-z0-9_\-]{1,8}[A-Za-z0-9_\-.]{0,8}", fullmatch=True)
 
@@ -161,6 +164,36 @@ def test_admin_token_es256_verifies_independently() -> None:
     token = mint_admin_token(_pem(key), role="operator", lifetime=60, now=1_000_000)
     decoded = jwt.decode(token, ECKey.import_key(_pem(key)), algorithms=["ES256"])
     assert decoded.claims == {"iat": 1_000_000, "nbf": 1_000_000, "exp": 1_000_060, "role": "operator"}
+
+
+_ADMIN_KEYS = [ed25519.Ed25519PrivateKey.generate(), ec.generate_private_key(ec.SECP256R1())]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(_ADMIN_KEYS), st.data(), st.integers(min_value=1, max_value=127))
+def test_any_changed_byte_of_a_minted_admin_token_is_refused_for_its_reason(
+    key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey, data: st.DataObject, mask: int
+) -> None:
+    """What the KBS checks of an admin token (kbs.jwt): the genuine one verifies; a changed byte is a
+    format error when a part no longer decodes, else an alg or signature failure."""
+    token = mint_admin_token(_pem(key), now=time.time())
+    public = load_public_key_pem(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        "admin key",
+    )
+    verify_signature(parse_jwt(token), public)
+    raw = bytearray(token.encode("ascii"))
+    raw[data.draw(st.integers(min_value=0, max_value=len(raw) - 1))] ^= mask
+    changed = raw.decode("ascii")
+    reason = jws_refusal(token, changed)[0]
+    if reason == FORMAT:
+        with pytest.raises(JwtError):
+            parse_jwt(changed)
+    else:
+        with pytest.raises(JwtError, match=JWS_MESSAGES[reason]):
+            verify_signature(parse_jwt(changed), public)
 
 
 def test_admin_keys_that_cannot_sign_are_refused() -> None:
