@@ -256,7 +256,9 @@ class CloudCaller:
         """
         loop = asyncio.get_running_loop()
         bound = functools.partial(fn, *args, **kwargs)
-        operation = getattr(fn, "__name__", "cloud call")
+        # The SDK method's name (run_instances, begin_create_or_update); a provider's own wrapper
+        # (_insert_sync) is named after the method it wraps.
+        operation = getattr(fn, "__name__", "cloud call").strip("_").removesuffix("_sync")
 
         async def attempt() -> T:
             async with self._workers:

@@ -61,13 +61,13 @@ async def test_each_attempt_throttle_and_error_is_counted_under_provider_and_ope
             raise answer
         return "i-1"
 
-    def terminate_instances() -> str:
+    def _terminate_instances_sync() -> str:  # a provider's wrapper: labelled by the method it wraps
         raise client_error("InvalidParameterValue", 400)
 
     assert samples() == {}
     assert await caller.call(run_instances) == "i-1"
     with pytest.raises(InvalidRequestError):
-        await caller.call(terminate_instances)
+        await caller.call(_terminate_instances_sync)
     caller.close()
     assert samples() == {
         ("peerpods_cloud_api_calls", "test-cloud", "run_instances"): 2,
