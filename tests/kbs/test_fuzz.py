@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,10 +62,14 @@ class Server:
             connection.close()
 
     def session_cookie(self) -> str:
+        return self.session()[0]
+
+    def session(self) -> tuple[str, str]:
+        """(cookie header value, nonce) of a new session."""
         request = kbs.Request("sample")
-        status, _, response = self.request("POST", "/kbs/v0/auth", request.to_json())
+        status, body, response = self.request("POST", "/kbs/v0/auth", request.to_json())
         assert status == 200
-        return response.headers["Set-Cookie"].split(";")[0]
+        return response.headers["Set-Cookie"].split(";")[0], kbs.parse_challenge(body).nonce
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +264,45 @@ def test_a_real_handshake_through_the_fuzzed_server_is_still_refused_by_default(
 
     status = asyncio.run_coroutine_threadsafe(handshake(), server.loop).result(60)
     assert status == 401  # the default policies: sample never gets resources
+
+
+# JSON text a Python parser takes but a strict one must refuse: lone surrogates, integers beyond 64
+# bits, overflowing numbers, deep nesting -- as values of the evidence the KBS re-serializes.
+with_surrogates = st.text(
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF) | st.characters(), max_size=4
+)
+unusable_json = st.one_of(
+    st.recursive(
+        st.integers() | with_surrogates,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(with_surrogates, inner, max_size=3),
+        max_leaves=6,
+    ).map(json.dumps),
+    st.integers(200, 400).map(lambda depth: "[" * depth + "]" * depth),
+    st.sampled_from(["1e999", "-1e400", str(2**64), str(-(2**63) - 1)]),
+)
+TEE_KEY = kbs.tee_pubkey_of(ec.generate_private_key(ec.SECP256R1()).public_key()).to_json()
+
+
+@FUZZ
+@given(
+    value=unusable_json, body=with_surrogates, where=st.sampled_from(["primary", "additional", "init-data"])
+)
+def test_attest_past_the_nonce_check_with_unusable_json(
+    server: Server, value: str, body: str, where: str
+) -> None:
+    """A live session, its nonce and a usable key: the evidence reaches the stages that re-encode it."""
+    cookie, nonce = server.session()
+    evidence: dict[str, Any] = {"primary_evidence": "@VALUE@", "additional_evidence": ""}
+    doc: dict[str, Any] = {"runtime-data": {"nonce": nonce, "tee-pubkey": TEE_KEY}, "tee-evidence": evidence}
+    if where == "additional":
+        evidence.update(primary_evidence={}, additional_evidence='{"sampledevice": @VALUE@}')
+        value = json.dumps(value)[1:-1]  # raw JSON as the content of a JSON string
+    elif where == "init-data":
+        evidence["primary_evidence"] = {}
+        doc["init-data"] = {"format": "toml", "body": "@VALUE@"}
+        value = json.dumps(body)  # a string that may hold lone surrogates
+    marker = '"@VALUE@"' if where != "additional" else "@VALUE@"
+    text = json.dumps(doc).replace(marker, value)
+    status, answer, _ = server.request("POST", "/kbs/v0/attest", text.encode(), {"Cookie": cookie})
+    assert status == 401, answer[:300]
+    assert error_variant(json.loads(answer)) == "AttestationError"
