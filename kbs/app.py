@@ -57,7 +57,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise web.HTTPRequestEntityTooLarge(request.app[MAX_BODY_KEY], request.content_length or 0)
         response = await handler(request)
     except KbsError as exc:
-        log.info("%s %s: %s", request.method, request.path, exc.detail)
+        log.info("%s %r: %r", request.method, request.path[:200], exc.detail)  # quoted: no forged lines
         response = error_response(exc)
     except web.HTTPRequestEntityTooLarge:
         response = error_response(errors.payload_too_large(request.app[MAX_BODY_KEY]))
@@ -68,7 +68,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:  # another refusal by aiohttp, e.g. a malformed body
         response = error_response(errors.http_error(exc.status, exc.reason))
     except Exception:
-        log.exception("%s %s: internal error", request.method, request.path[:200])
+        log.exception("%s %r: internal error", request.method, request.path[:200])
         response = error_response(errors.internal_error())
     finally:
         if counted:

@@ -50,9 +50,9 @@ class _Handler(RequestHandler):
             raise ConnectionError("a response was partly sent: no error answer is possible")
         refusal = _refusal(status, exc)
         if refusal.status >= 500:
-            log.error("HTTP server error: %s", type(exc).__name__ if exc else "unknown")
-        else:
-            log.info("refused %s: %s", type(exc).__name__ if exc else "request", refusal.detail)
+            log.error("HTTP server error", exc_info=exc)
+        else:  # the exception's text would quote the request
+            log.info("refused (%s): %s", type(exc).__name__, refusal.detail)
         response = error_response(refusal)
         response.force_close()
         return response
