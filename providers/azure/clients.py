@@ -27,8 +27,13 @@ def build_credential(config: AzureConfig) -> TokenCredential:
     if config.client_secret:
         return ClientSecretCredential(config.tenant_id, config.client_id, config.client_secret)
     # DefaultAzureCredential picks WorkloadIdentityCredential when the AKS webhook has injected
-    # AZURE_FEDERATED_TOKEN_FILE, and a managed identity otherwise.
-    options: dict[str, Any] = {"exclude_interactive_browser_credential": True}
+    # AZURE_FEDERATED_TOKEN_FILE, and a managed identity otherwise. Its EnvironmentCredential is left
+    # out: the secret was handled above, and it would refuse the AZURE_CLIENT_SECRET="" that
+    # upstream's chart puts in peer-pods-secret for workload identity (an empty value means unset).
+    options: dict[str, Any] = {
+        "exclude_interactive_browser_credential": True,
+        "exclude_environment_credential": True,
+    }
     if config.client_id:
         options["workload_identity_client_id"] = config.client_id
         options["managed_identity_client_id"] = config.client_id
