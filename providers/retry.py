@@ -10,6 +10,7 @@ errors of `providers.base`, keeping the cloud's own code and message for the shi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import math
@@ -265,7 +266,8 @@ class CloudCaller:
                 await self._limiter.acquire()
                 CLOUD_CALLS.labels(self._provider, operation).inc()
                 try:
-                    return await loop.run_in_executor(self._executor, bound)
+                    # In the caller's context: the SDK's own log lines carry the sandbox's log fields.
+                    return await loop.run_in_executor(self._executor, contextvars.copy_context().run, bound)
                 except Exception as exc:
                     self._count_failure(operation, exc)
                     raise
