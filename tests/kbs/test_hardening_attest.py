@@ -228,3 +228,7 @@ async def test_init_data_as_large_as_the_pod_vm_takes_still_gets_a_usable_token(
         status, doc = await guest.resource("default/test/secret")
         assert status == 200, doc
         assert guest.decrypt_jwcrypto(doc) == SECRET
+    assert guest.token is not None and len(guest.token) > 256 * 1024
+    async with Guest(server.url, key=guest.key) as holder:  # the same token as a bearer token
+        status, doc = await holder.resource("default/test/secret", {"Authorization": f"Bearer {guest.token}"})
+        assert status == 200, doc

@@ -53,7 +53,7 @@ async def exchange(server: RunningKbs, raw: bytes) -> tuple[int, bytes]:
 @pytest.mark.parametrize(
     ("raw", "status"),
     [
-        (f"GET /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nX-Big: {MARK * 40_000}\r\n\r\n", 431),
+        (f"GET /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nX-Big: {MARK * 200_000}\r\n\r\n", 431),
         (f"GET /kbs/v0/{MARK * 3000} HTTP/1.1\r\nHost: x\r\n\r\n", 431),
         (f"{MARK} / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         (f"GET / HTTP/1.1\r\nHost: x\r\n{MARK} header\r\n\r\n", 400),
