@@ -10,7 +10,7 @@ verifier_config = {
   },
   "dcap_verifier": {             # TDX and SGX
     "collateral_service": "https://api.trustedservices.intel.com/sgx/certification/v4/",  # upstream;
-                                 # or "file://<PCS Client Tool JSON>" or "dir://<folder>" (ours)
+                                 # or "file://<PCS Client Tool JSON>"; ours: "dir://<folder>", "none"
     "tcb_update_type": "early",  # upstream: early | standard  ("use_secure_cert": upstream's, unused)
     "accept_stale_collateral": false,       # collateral past nextUpdate (then reported: "1")
     "accept_unverified_collateral": false,  # collateral that came without its issuer chain

@@ -159,6 +159,12 @@ class AttestationService:
             attested.append(self._annotate(request, bound, claims))
         return await asyncio.to_thread(self._issue, attested, policy_ids)
 
+    def appraise(self, tee: str, claims: Claims, policy_id: str = DEFAULT_POLICY_ID) -> dict[str, Any]:
+        """The appraisal (EAR submod: status, trust vector, annotated evidence) of claims a verifier
+        gave, under policy `<policy_id>_<tee class>`, without a token (`attestation-service verify`)."""
+        annotated = annotate(claims, tee, None, None, verbose=True)
+        return self._appraise(_Attested(tee, self.verifiers.tee_class(tee), annotated), policy_id)
+
     def _bind(self, request: VerificationRequest) -> _Bound:
         if request.runtime_data is None:
             raise RequestError(f"{request.tee}: runtime data is required to check the evidence's report data")

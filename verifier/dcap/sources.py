@@ -223,9 +223,11 @@ class DirectorySource:
 
 def source_from_config(
     collateral_service: str = INTEL_PCS_URL, tcb_update_type: str = "early", tee: DcapTee = TDX
-) -> CollateralSource:
+) -> CollateralSource | None:
     """Upstream's `dcap_verifier` settings: a PCS/PCCS URL, or `file://<path>` for an offline file;
-    ours: `dir://<path>` for a folder of PCS responses (`DirectorySource`)."""
+    ours: `dir://<path>` for a folder of PCS responses (`DirectorySource`), `none` for no source."""
+    if collateral_service == "none":
+        return None
     if collateral_service.startswith("dir://"):
         return DirectorySource(Path(unquote(collateral_service.removeprefix("dir://"))))
     if collateral_service.startswith("file://"):

@@ -2,7 +2,8 @@
 
 Upstream ships them as two commands (`restful-as --socket`, `grpc-as --socket`); here `--socket` is
 the REST address and `--grpc-socket` the gRPC one (either may be "" to turn it off). Flags override the
-JSON config file (`-c`). Once listening, one line per API goes to stdout
+JSON config file (`-c`). `attestation-service verify ...` checks one evidence file instead
+(`verifier.server.verify`). Once listening, one line per API goes to stdout
 (`attestation-service: rest listening on 127.0.0.1:8080`), so wrappers can learn ephemeral ports.
 """
 
@@ -21,6 +22,7 @@ import grpc
 from aiohttp import web
 
 from protocols import version
+from verifier.server import verify
 from verifier.server.config import ConfigError, ServerConfig, build_service, load_config
 from verifier.server.grpc_api import start_grpc
 from verifier.server.rest import make_app
@@ -140,6 +142,9 @@ async def serve(service: AttestationService, config: ServerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["verify"]:
+        return verify.main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
