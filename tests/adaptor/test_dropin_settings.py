@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
+
 import pytest
 
 from adaptor.cli import parser
 from adaptor.config import SETTINGS, AdaptorConfig
 from protocols.tunnel_tls import CIPHER_SUITES
-from providers.settings import ConfigError, resolve
+from providers import registry
+from providers.base import Provider
+from providers.settings import ConfigError, add_arguments, resolve
 
 # src/cloud-api-adaptor/cmd/cloud-api-adaptor/main.go at fbdde756: flag -> env (None: flag only)
 UPSTREAM_COMMON = {
@@ -122,3 +127,73 @@ def test_cipher_suites_take_upstreams_iana_names_only() -> None:
         "use IANA names among " + ", ".join(CIPHER_SUITES)
     ]
     assert problems({"TLS_CIPHER_SUITES": "TLS_RSA_WITH_AES_128_CBC_SHA"})  # no forward secrecy: refused
+
+
+# Each provider's flags in upstream's src/cloud-providers/<p>/manager.go at fbdde756: flag -> env.
+UPSTREAM_PROVIDERS = {
+    "aws": {
+        "aws-access-key-id": "AWS_ACCESS_KEY_ID", "aws-secret-key": "AWS_SECRET_ACCESS_KEY",
+        "aws-session-token": "AWS_SESSION_TOKEN", "aws-profile": None, "aws-region": "AWS_REGION",
+        "instance-type": "PODVM_INSTANCE_TYPE", "instance-types": "PODVM_INSTANCE_TYPES",
+        "imageid": "PODVM_AMI_ID",
+        "keyname": "SSH_KP_NAME", "subnetid": "AWS_SUBNET_ID", "securitygroupids": "AWS_SG_IDS",
+        "use-lt": "USE_PODVM_LAUNCHTEMPLATE", "aws-lt-name": "PODVM_LAUNCHTEMPLATE_NAME",
+        "use-public-ip": "USE_PUBLIC_IP", "root-volume-size": "ROOT_VOLUME_SIZE", "disable-cvm": "DISABLECVM",
+        "tags": "TAGS",
+    },
+    "azure": {
+        "clientid": "AZURE_CLIENT_ID", "secret": "AZURE_CLIENT_SECRET", "tenantid": "AZURE_TENANT_ID",
+        "subscriptionid": "AZURE_SUBSCRIPTION_ID", "region": "AZURE_REGION",
+        "resourcegroup": "AZURE_RESOURCE_GROUP",
+        "instance-size": "AZURE_INSTANCE_SIZE", "instance-sizes": "AZURE_INSTANCE_SIZES", "zone": None,
+        "subnetid": "AZURE_SUBNET_ID", "securitygroupid": "AZURE_NSG_ID", "imageid": "AZURE_IMAGE_ID",
+        "ssh-key-path": None, "ssh-username": "SSH_USERNAME", "disable-cvm": "DISABLECVM",
+        "enable-secure-boot": "ENABLE_SECURE_BOOT", "use-public-ip": "USE_PUBLIC_IP",
+        "root-volume-size": "ROOT_VOLUME_SIZE", "tags": "TAGS",
+    },
+    "gcp": {
+        "gcp-credentials": "GCP_CREDENTIALS", "gcp-project-id": "GCP_PROJECT_ID", "zone": "GCP_ZONE",
+        "image-name": "PODVM_IMAGE_NAME", "machine-type": "GCP_MACHINE_TYPE",
+        "machine-types": "GCP_INSTANCE_TYPES",
+        "network": "GCP_NETWORK", "subnetwork": "GCP_SUBNETWORK", "disk-type": "GCP_DISK_TYPE",
+        "disable-cvm": "DISABLECVM", "confidential-type": "GCP_CONFIDENTIAL_TYPE",
+        "root-volume-size": "ROOT_VOLUME_SIZE", "use-public-ip": "USE_PUBLIC_IP", "tags": "TAGS",
+    },
+    "libvirt": {
+        "uri": "LIBVIRT_URI", "pool-name": "LIBVIRT_POOL", "network-name": "LIBVIRT_NET",
+        "vol-name": "LIBVIRT_VOL_NAME", "launch-security": "LIBVIRT_LAUNCH_SECURITY",
+        "firmware": "LIBVIRT_EFI_FIRMWARE", "cpu": "LIBVIRT_CPU", "memory": "LIBVIRT_MEMORY",
+        "cpuset": "LIBVIRT_CPUSET", "root-disk-size": "LIBVIRT_ROOT_DISK_SIZE", "data-dir": None,
+        "disable-cvm": "DISABLECVM",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("provider", sorted(UPSTREAM_PROVIDERS))
+def test_every_upstream_provider_flag_keeps_its_name_and_variable(provider: str) -> None:
+    if provider == "libvirt":
+        pytest.importorskip("libvirt")
+    ours = {setting.flag: setting.env for setting in registry.load(provider).settings}
+    upstream = UPSTREAM_PROVIDERS[provider]
+    assert {flag: ours.get(flag, "missing") for flag in upstream} == upstream
+
+
+def test_azure_zone_is_accepted_and_said_to_have_no_effect(caplog: pytest.LogCaptureFixture) -> None:
+    plugin = registry.load("azure")
+    command = argparse.ArgumentParser()
+    add_arguments(command, plugin.settings)
+    ids = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers"
+    environ = {
+        "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000", "AZURE_REGION": "eastus",
+        "AZURE_RESOURCE_GROUP": "rg",
+        "AZURE_SUBNET_ID": f"{ids}/Microsoft.Network/virtualNetworks/v/subnets/s",
+        "AZURE_IMAGE_ID": f"{ids}/Microsoft.Compute/images/podvm", "AZURE_CLIENT_ID": "id",
+        "AZURE_TENANT_ID": "tenant", "AZURE_CLIENT_SECRET": "secret",
+    }  # fmt: skip
+    values = resolve(plugin.settings, command.parse_args(["-zone", "2"]), environ)
+    with caplog.at_level(logging.WARNING):
+        provider = plugin.create(values, "owner-1")
+    assert [r.getMessage() for r in caplog.records] == [
+        "-zone has no effect, as upstream: Azure chooses the availability zone"
+    ]
+    assert isinstance(provider, Provider)
