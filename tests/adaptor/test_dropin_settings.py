@@ -130,7 +130,7 @@ def test_cipher_suites_take_upstreams_iana_names_only() -> None:
 
 
 # Each provider's flags in upstream's src/cloud-providers/<p>/manager.go at fbdde756: flag -> env.
-UPSTREAM_PROVIDERS = {
+UPSTREAM_PROVIDERS: dict[str, dict[str, str | None]] = {
     "aws": {
         "aws-access-key-id": "AWS_ACCESS_KEY_ID", "aws-secret-key": "AWS_SECRET_ACCESS_KEY",
         "aws-session-token": "AWS_SESSION_TOKEN", "aws-profile": None, "aws-region": "AWS_REGION",
