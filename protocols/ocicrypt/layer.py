@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac as hmac_compare
+import io
 import os
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -104,12 +105,32 @@ def _hmac(options: PrivateOptions) -> crypto_hmac.HMAC:
     return crypto_hmac.HMAC(options.symkey, hashes.SHA256())
 
 
+class _DecryptingReader(io.RawIOBase):
+    """Plaintext read from a ciphertext file whose HMAC was verified (see `open_verified`)."""
+
+    def __init__(self, ciphertext: BinaryIO, options: PrivateOptions) -> None:
+        self._source = ciphertext
+        self._context = _ctr(options)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self._source.read(len(buffer))
+        plain = self._context.update(data)
+        buffer[: len(plain)] = plain
+        return len(plain)
+
+
 class HmacCheck:
-    """The first pass, fed with ciphertext as it arrives (e.g. while a blob downloads)."""
+    """The first pass, fed with ciphertext as it arrives (e.g. while a blob downloads). Plaintext is
+    only available from it once `verify` has succeeded."""
 
     def __init__(self, options: PrivateOptions, public: PublicOptions) -> None:
+        self._options = options
         self._mac = _hmac(options)
         self._expected = public.hmac
+        self._verified = False
 
     def update(self, ciphertext: bytes | memoryview) -> None:
         self._mac.update(ciphertext)
@@ -117,9 +138,17 @@ class HmacCheck:
     def verify(self) -> None:
         if not hmac_compare.compare_digest(self._mac.finalize(), self._expected):
             raise LayerDecryptionError(f"{HMAC_MISMATCH}: layer HMAC does not match")
+        self._verified = True
+
+    def plaintext(self, ciphertext: BinaryIO) -> io.BufferedReader:
+        """A reader of the plaintext of the (seekable) ciphertext that was fed to `update`."""
+        if not self._verified:
+            raise LayerDecryptionError("layer HMAC not verified: no plaintext before authentication")
+        ciphertext.seek(0)
+        return io.BufferedReader(_DecryptingReader(ciphertext, self._options), CHUNK_SIZE)
 
 
-def verify_file(ciphertext: BinaryIO, options: PrivateOptions, public: PublicOptions) -> None:
+def verify_file(ciphertext: BinaryIO, options: PrivateOptions, public: PublicOptions) -> HmacCheck:
     """Pass one over a seekable ciphertext file: the HMAC, then back to its start."""
     check = HmacCheck(options, public)
     buffer = bytearray(CHUNK_SIZE)
@@ -128,6 +157,13 @@ def verify_file(ciphertext: BinaryIO, options: PrivateOptions, public: PublicOpt
         check.update(view[:n])
     check.verify()
     ciphertext.seek(0)
+    return check
+
+
+def open_verified(ciphertext: BinaryIO, options: PrivateOptions, public: PublicOptions) -> io.BufferedReader:
+    """A reader of the plaintext, for streaming into decompression and unpacking; the HMAC over the
+    whole ciphertext is checked first, so a tampered layer yields no byte at all."""
+    return verify_file(ciphertext, options, public).plaintext(ciphertext)
 
 
 def decrypt_verified(ciphertext: BinaryIO, plaintext: BinaryIO, options: PrivateOptions) -> int:

@@ -48,3 +48,36 @@ async def ocicrypt_go(
     )
     _, stderr = await asyncio.wait_for(process.communicate(), 120)
     return process.returncode or 0, stderr.decode(errors="replace")
+
+
+async def encrypt_oci_image(src: Path, dst: Path, key: str, config: Path, tag: str = "latest") -> None:
+    """Copy the OCI layout image `src:tag` to `dst:tag` with every layer encrypted by Go ocicrypt through
+    the key provider (what `skopeo copy --encryption-key provider:...` does with a recent skopeo)."""
+    import hashlib
+
+    from tests.images.registry import read_oci_image, write_oci_image
+
+    manifest, blobs = read_oci_image(src, tag)
+    layers = []
+    for index, (descriptor, blob) in enumerate(zip(manifest["layers"], blobs, strict=True)):
+        plain, cipher, annotations = (
+            dst.parent / f"{dst.name}-{index}.{ext}" for ext in ("plain", "enc", "json")
+        )
+        plain.write_bytes(blob)
+        status, err = await ocicrypt_go("encrypt", key, plain, cipher, annotations, config)
+        assert status == 0, err
+        data = cipher.read_bytes()
+        layers.append(
+            (
+                {
+                    "mediaType": descriptor["mediaType"] + "+encrypted",
+                    "digest": f"sha256:{hashlib.sha256(data).hexdigest()}",
+                    "size": len(data),
+                    "annotations": json.loads(annotations.read_text()),
+                },
+                data,
+            )
+        )
+        for path in (plain, cipher, annotations):
+            path.unlink()
+    write_oci_image(dst, src, manifest, layers, tag)

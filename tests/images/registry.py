@@ -157,6 +157,25 @@ def read_oci_image(layout: Path, tag: str = "latest") -> tuple[dict[str, Any], l
     return manifest, [_read_blob(layout, layer["digest"]) for layer in manifest["layers"]]
 
 
+def write_oci_image(
+    layout: Path, source: Path, manifest: dict[str, Any], layers: list[tuple[dict[str, Any], bytes]], tag: str
+) -> None:
+    """An OCI layout holding `manifest` (config copied from `source`) with replaced layers."""
+    layout.mkdir(parents=True, exist_ok=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    _blob(layout, _read_blob(source, manifest["config"]["digest"]))
+    for descriptor, data in layers:
+        assert _blob(layout, data) == descriptor["digest"]
+    body = json.dumps({**manifest, "layers": [descriptor for descriptor, _ in layers]}).encode()
+    entry = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": _blob(layout, body),
+        "size": len(body),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+
+
 def _read_blob(layout: Path, digest: str) -> bytes:
     algorithm, hexdigest = digest.split(":")
     return (layout / "blobs" / algorithm / hexdigest).read_bytes()

@@ -1,0 +1,5 @@
+import sys
+
+from podvm.cdh.cli import main
+
+sys.exit(main())
