@@ -18,8 +18,14 @@ DEFAULT_MEMORY = _HYPERVISOR + "default_memory"
 DEFAULT_GPUS = _HYPERVISOR + "default_gpus"
 INIT_DATA = _HYPERVISOR + "cc_init_data"
 
-_CRIO_NAME = re.compile(r"^k8s_(?P<pod>[^_]+)_(?P<namespace>[^_]+)_[^_]+_\d+$")
-_SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Every pattern is used with `fullmatch`: `$` in `match` also accepts a trailing newline.
+_CRIO_NAME = re.compile(r"k8s_(?P<pod>[^_]+)_(?P<namespace>[^_]+)_[^_]+_\d+")
+_SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Kubernetes object names: a pod name is a DNS-1123 subdomain, a namespace a DNS-1123 label.
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_POD_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_NAMESPACE = re.compile(_DNS_LABEL)
+MAX_POD_NAME = 253
 
 
 class AnnotationError(ValueError):
@@ -43,27 +49,37 @@ class PodInfo:
 
 
 def check_sandbox_id(sandbox_id: str) -> None:
-    if not _SANDBOX_ID.match(sandbox_id):
-        raise AnnotationError(f"invalid sandbox id {sandbox_id!r}")
+    """Refuse ids that could escape PODS_DIR or forge log lines; the id becomes a directory name."""
+    if not _SANDBOX_ID.fullmatch(sandbox_id):
+        raise AnnotationError(f"invalid sandbox id {sandbox_id[:140]!r}")
 
 
 def pod_info(annotations: Mapping[str, str]) -> PodInfo:
     name = annotations.get(SANDBOX_NAME, "")
     namespace = annotations.get(SANDBOX_NAMESPACE, "")
-    if match := _CRIO_NAME.match(name):
+    if match := _CRIO_NAME.fullmatch(name):
         name, namespace = match["pod"], namespace or match["namespace"]
     if not name:
         raise AnnotationError(f"pod name not found: annotation {SANDBOX_NAME} is missing")
     if not namespace:
         raise AnnotationError(f"pod namespace not found: annotation {SANDBOX_NAMESPACE} is missing")
-    spec = InstanceSpec(
+    # Names go into log lines, instance names and user data: only what Kubernetes itself allows.
+    if len(name) > MAX_POD_NAME or not _POD_NAME.fullmatch(name):
+        raise AnnotationError(f"pod name {name[:80]!r} is not a valid Kubernetes name")
+    if not _NAMESPACE.fullmatch(namespace):
+        raise AnnotationError(f"pod namespace {namespace[:80]!r} is not a valid Kubernetes namespace")
+    return PodInfo(name, namespace, instance_spec(annotations), annotations.get(INIT_DATA, ""))
+
+
+def instance_spec(annotations: Mapping[str, str]) -> InstanceSpec:
+    """What the pod asks of its VM; annotations the shim leaves empty mean the provider's defaults."""
+    return InstanceSpec(
         instance_type=annotations.get(MACHINE_TYPE, ""),
         vcpus=_count(annotations, DEFAULT_VCPUS),
         memory_mib=_count(annotations, DEFAULT_MEMORY),
         gpus=_count(annotations, DEFAULT_GPUS),
         image=annotations.get(IMAGE, ""),
     )
-    return PodInfo(name, namespace, spec, annotations.get(INIT_DATA, ""))
 
 
 def instance_name(pod_name: str, sandbox_id: str) -> str:

@@ -11,11 +11,19 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from adaptor.annotations import AnnotationError, check_sandbox_id, instance_name, pod_info
+from adaptor.annotations import (
+    INIT_DATA,
+    AnnotationError,
+    check_sandbox_id,
+    instance_name,
+    instance_spec,
+    pod_info,
+)
 from adaptor.config import AdaptorConfig
 from adaptor.logcontext import about_sandbox
 from adaptor.state import SandboxRecord, SandboxState, StateStore
@@ -23,6 +31,7 @@ from adaptor.tunnel.authority import TunnelAuthority
 from adaptor.tunnel.hooks import worker_interceptors
 from adaptor.tunnel.proxy import SOCKET_NAME, AgentProxy
 from adaptor.userdata import build_user_data, initdata_for
+from protocols.cloudconfig import CloudConfigError
 from protocols.initdata import InitDataError
 from protocols.ttrpc.status import Code, TtrpcError
 from providers.base import (
@@ -43,6 +52,14 @@ CLEANUP_TIMEOUT_S = 600.0
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
 
 
+@dataclass
+class _SandboxLock:
+    """A sandbox's lock and how many calls hold or await it: the entry goes when the last one leaves."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class SandboxManager:
     def __init__(
         self, config: AdaptorConfig, provider: Provider, store: StateStore, authority: TunnelAuthority
@@ -52,22 +69,39 @@ class SandboxManager:
         self.store = store
         self.authority = authority
         self.proxies: dict[str, AgentProxy] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _SandboxLock] = {}
         self._changed = asyncio.Condition()
         self._tls = authority.client_context(config.tls_min_version, config.tls_cipher_suites)
 
-    def _lock(self, sandbox_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _locked(self, sandbox_id: str) -> AsyncIterator[None]:
+        """Serialise calls on one sandbox; only sandboxes with a call in progress have an entry."""
+        entry = self._locks.setdefault(sandbox_id, _SandboxLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[sandbox_id]
+
+    def _user_data(self, name: str, pod_name: str, annotations: Mapping[str, str]) -> bytes:
+        server = self.authority.issue_server(name)
+        initdata = initdata_for(self.config, annotations.get(INIT_DATA, ""))
+        return build_user_data(self.config, self.authority, server, pod_name, initdata)
 
     # CreateVM
 
     def create_vm(self, sandbox_id: str, annotations: dict[str, str], netns: str) -> str:
         """Record the sandbox and return its agent socket path; nothing is created in the cloud yet."""
+        _check_id(sandbox_id)
         try:
-            check_sandbox_id(sandbox_id)
             pod = pod_info(annotations)
-            initdata_for(self.config, pod.init_data_toml)
-        except (AnnotationError, InitDataError) as exc:
+            name = instance_name(pod.name, sandbox_id)
+            # Built now only to be checked against the pod VM's limits; StartVM builds its own.
+            self._user_data(name, pod.name, annotations)
+        except (AnnotationError, InitDataError, CloudConfigError) as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
         existing = self.store.get(sandbox_id)
         if existing is not None:
@@ -82,7 +116,7 @@ class SandboxManager:
             id=sandbox_id,
             pod_name=pod.name,
             pod_namespace=pod.namespace,
-            instance_name=instance_name(pod.name, sandbox_id),
+            instance_name=name,
             socket_path=str(directory / SOCKET_NAME),
             netns=netns,
             annotations=dict(annotations),
@@ -95,7 +129,8 @@ class SandboxManager:
 
     async def start_vm(self, sandbox_id: str, deadline_s: float | None) -> None:
         """Create the instance and bring the tunnel up; on any failure leave nothing behind."""
-        async with self._lock(sandbox_id):
+        _check_id(sandbox_id)
+        async with self._locked(sandbox_id):
             record = self._require(sandbox_id)
             if record.state == SandboxState.RUNNING and sandbox_id in self.proxies:
                 return
@@ -115,16 +150,8 @@ class SandboxManager:
     async def _start(self, record: SandboxRecord, deadline_s: float | None) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        pod = pod_info(record.annotations)
-        server = self.authority.issue_server(record.instance_name)
-        user_data = build_user_data(
-            self.config,
-            self.authority,
-            server,
-            record.pod_name,
-            initdata_for(self.config, pod.init_data_toml),
-        )
-        request = CreateRequest(record.instance_name, record.id, user_data, pod.spec)
+        user_data = self._user_data(record.instance_name, record.pod_name, record.annotations)
+        request = CreateRequest(record.instance_name, record.id, user_data, instance_spec(record.annotations))
         create = asyncio.ensure_future(self.provider.create_instance(request))
         try:
             async with asyncio.timeout(deadline_s):
@@ -144,8 +171,7 @@ class SandboxManager:
                 forwarder_port=instance.forwarder_port,
             )
         )
-        async with self._changed:
-            self._changed.notify_all()
+        await self._notify()
         log.info("sandbox %s: instance %s at %s", record.id, instance.id, record.ips[0])
         proxy = self._proxy(record)
         self.proxies[record.id] = proxy
@@ -155,8 +181,7 @@ class SandboxManager:
             await proxy.connect()
         self.store.put(record.evolve(state=SandboxState.RUNNING))
 
-    def _proxy(self, record: SandboxRecord) -> AgentProxy:
-        pod = pod_info(record.annotations)
+    def _proxy(self, record: SandboxRecord, resumed: bool = False) -> AgentProxy:
         return AgentProxy(
             Path(record.socket_path),
             record.ips[0],
@@ -164,8 +189,14 @@ class SandboxManager:
             self.authority.server_name(record.instance_name),
             self._tls,
             self.config.proxy_timeout_s,
-            worker_interceptors(record.id, pod.spec.gpus),
+            worker_interceptors(record.id, instance_spec(record.annotations).gpus),
+            resumed=resumed,
         )
+
+    async def _notify(self) -> None:
+        """Wake GetInfo waiters: an instance was recorded, or a sandbox will never get one."""
+        async with self._changed:
+            self._changed.notify_all()
 
     async def _abort_start(self, sandbox_id: str, reason: str) -> None:
         proxy = self.proxies.pop(sandbox_id, None)
@@ -176,8 +207,9 @@ class SandboxManager:
             await self._delete_instances(record)
         except ProviderError as exc:
             self.store.put(record.evolve(state=SandboxState.STOPPING, error=f"{reason}; cleanup: {exc}"))
-            return
-        self.store.put(record.evolve(state=SandboxState.FAILED, instance_id="", ips=(), error=reason))
+        else:
+            self.store.put(record.evolve(state=SandboxState.FAILED, instance_id="", ips=(), error=reason))
+        await self._notify()
 
     async def _delete_instances(self, record: SandboxRecord) -> None:
         """Delete the sandbox's instance, or, if none is recorded, any that a crash left tagged with it.
@@ -199,7 +231,8 @@ class SandboxManager:
 
     async def stop_vm(self, sandbox_id: str) -> None:
         """Idempotent: an unknown or already stopped sandbox is fine."""
-        async with self._lock(sandbox_id):
+        _check_id(sandbox_id)
+        async with self._locked(sandbox_id):
             record = self.store.get(sandbox_id)
             if record is None:
                 return
@@ -214,22 +247,36 @@ class SandboxManager:
             self.store.delete(sandbox_id)
             shutil.rmtree(Path(record.socket_path).parent, ignore_errors=True)
             log.info("sandbox %s stopped", sandbox_id)
-        self._locks.pop(sandbox_id, None)
+        await self._notify()
 
     # PodVMInfo
 
     async def instance_of(self, pod_name: str, pod_namespace: str, wait: bool) -> str:
+        """The pod's instance id; with `wait`, once StartVM has one, for at most PROXY_TIMEOUT."""
+
         def find() -> SandboxRecord | None:
             for record in self.store.all():
                 if (record.pod_name, record.pod_namespace) == (pod_name, pod_namespace):
                     return record
             return None
 
+        def pending(record: SandboxRecord | None) -> bool:
+            starting = (SandboxState.CREATED, SandboxState.STARTING)
+            return record is not None and not record.instance_id and record.state in starting
+
         async with self._changed:
             record = find()
-            while wait and record is not None and not record.instance_id:
-                await self._changed.wait()
-                record = find()
+            try:
+                async with asyncio.timeout(self.config.proxy_timeout_s):
+                    while wait and pending(record):
+                        await self._changed.wait()
+                        record = find()
+            except TimeoutError:
+                raise TtrpcError(
+                    Code.DEADLINE_EXCEEDED,
+                    f"pod {pod_namespace}/{pod_name} has no instance after "
+                    f"{self.config.proxy_timeout_s:g}s (PROXY_TIMEOUT)",
+                ) from None
         if record is None:
             raise TtrpcError(Code.NOT_FOUND, f"no sandbox for pod {pod_namespace}/{pod_name}")
         if not record.instance_id:
@@ -262,7 +309,7 @@ class SandboxManager:
                 self.store.put(record.evolve(state=SandboxState.LOST, error="instance vanished"))
             elif record.state == SandboxState.RUNNING:
                 with about_sandbox(record.id, record):  # the proxy's own tasks inherit the fields
-                    proxy = self._proxy(record)
+                    proxy = self._proxy(record, resumed=True)
                     await proxy.start()
                     self.proxies[record.id] = proxy
                     log.info("sandbox %s resumed on %s", record.id, record.socket_path)
@@ -324,6 +371,14 @@ async def _retrying(call: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
                 raise
             await asyncio.sleep(1 + attempt)
     raise AssertionError("unreachable")
+
+
+def _check_id(sandbox_id: str) -> None:
+    """Refused before the id can reach a path, the database or a log line."""
+    try:
+        check_sandbox_id(sandbox_id)
+    except AnnotationError as exc:
+        raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
 
 
 def _code_for(exc: Exception) -> Code:

@@ -6,7 +6,9 @@ might lose is covered by reconciliation, which deletes owned instances no record
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -54,7 +56,7 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 
 class StateStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_private(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -82,6 +84,17 @@ class StateStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _make_private(path: Path) -> None:
+    """The records hold every pod's initdata: the directory 0700, the database 0600 (SQLite gives its
+    -wal and -shm files the database's mode). Earlier versions left 0755/0644; corrected here."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.chmod(0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            file.chmod(0o600)
 
 
 def _decode(text: str) -> SandboxRecord:

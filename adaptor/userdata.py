@@ -1,4 +1,9 @@
-"""The cloud-config user data each pod VM boots with: tunnel TLS material, credentials, initdata."""
+"""The cloud-config user data each pod VM boots with: tunnel TLS material, credentials, initdata.
+
+It is built whole at CreateVM too (and thrown away), so that what the pod VM would refuse, be it
+initdata over its limits or user data over its size cap, is refused there with INVALID_ARGUMENT
+instead of a pod VM that never answers.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,20 @@ from protocols.cloudconfig import (
     APF_CONFIG_PATH,
     AUTH_FILE_PATH,
     INITDATA_PATH,
+    MAX_USER_DATA_BYTES,
     SCRATCH_SPACE_MARKER_PATH,
+    CloudConfigError,
     WriteFile,
     render_cloud_config,
 )
-from protocols.initdata import encode_initdata, parse_initdata_toml
+from protocols.initdata import initdata_file, initdata_from_toml
 
 POD_NAMESPACE = "/run/netns/podns"
 
 
 def initdata_for(config: AdaptorConfig, init_data_toml: str) -> str:
     """The pod's own initdata (raw TOML from the annotation) wins over the adaptor-wide default."""
-    if init_data_toml:
-        parse_initdata_toml(init_data_toml.encode())
-        return encode_initdata(init_data_toml)
-    return config.initdata
+    return initdata_from_toml(init_data_toml) if init_data_toml else config.initdata
 
 
 def build_user_data(
@@ -33,6 +37,7 @@ def build_user_data(
     pod_name: str,
     init_data: str,
 ) -> bytes:
+    """The cloud-config text; InitDataError or CloudConfigError if the pod VM would refuse it."""
     apf = ForwarderConfig(
         # With a custom CA the pod VM's image brings its certificates, as upstream's manual mode.
         tls_server_cert="" if authority.pod_vms_bring_certificates else server.cert_pem,
@@ -47,7 +52,12 @@ def build_user_data(
     if config.auth_json:
         files.append(WriteFile(AUTH_FILE_PATH, config.auth_json))
     if init_data:
-        files.append(WriteFile(INITDATA_PATH, init_data + "\n"))
+        files.append(WriteFile(INITDATA_PATH, initdata_file(init_data)))
     if config.enable_scratch_space:
         files.append(WriteFile(SCRATCH_SPACE_MARKER_PATH, ""))
-    return render_cloud_config(files).encode()
+    user_data = render_cloud_config(files).encode()
+    if len(user_data) > MAX_USER_DATA_BYTES:
+        raise CloudConfigError(
+            f"user data would be {len(user_data)} bytes; the pod VM accepts at most {MAX_USER_DATA_BYTES}"
+        )
+    return user_data

@@ -46,6 +46,9 @@ ALLOWED_WRITE_FILES: frozenset[str] = frozenset(
 )
 
 HEADER = "#cloud-config"
+# The largest cloud-config a pod VM accepts (decoded); the adaptor refuses to build a larger one at
+# CreateVM. Clouds cap user data lower still (AWS 16 KiB, Azure 64 KiB) and say so at StartVM.
+MAX_USER_DATA_BYTES = 1024 * 1024
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 ALGORITHMS: frozenset[str] = frozenset({"sha256", "sha384", "sha512"})
+# The pod VM's limits, which the adaptor checks at CreateVM so that a pod VM never refuses what it
+# was given: the decompressed TOML, and /run/peerpod/initdata (base64 text and a line break).
 MAX_TOML_BYTES = 256 * 1024
+MAX_INITDATA_FILE_BYTES = 1024 * 1024
 
 # Data entries the pod VM materialises under /run/peerpod (upstream `InitdDataFilesList`).
 AA_CONFIG_NAME = "aa.toml"
@@ -67,6 +70,27 @@ def decode_initdata(text: str | bytes, *, max_toml_bytes: int = MAX_TOML_BYTES) 
     return parse_initdata_toml(raw)
 
 
+def initdata_from_toml(toml_text: str) -> str:
+    """The wire form of raw initdata TOML (a pod annotation), refused if the pod VM would refuse it."""
+    try:
+        raw = toml_text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InitDataError("initdata TOML is not valid Unicode") from None
+    if len(raw) > MAX_TOML_BYTES:
+        raise InitDataError(f"initdata TOML is {len(raw)} bytes; the pod VM accepts at most {MAX_TOML_BYTES}")
+    parse_initdata_toml(raw)
+    return encode_initdata(raw)
+
+
+def initdata_file(encoded: str) -> str:
+    """The content of /run/peerpod/initdata for wire-form `encoded`, refused if the pod VM would refuse it."""
+    content = encoded + "\n"
+    if len(content) > MAX_INITDATA_FILE_BYTES:
+        limit = MAX_INITDATA_FILE_BYTES - 1
+        raise InitDataError(f"encoded initdata is {len(encoded)} bytes; the pod VM accepts at most {limit}")
+    return content
+
+
 def parse_initdata_toml(raw: bytes) -> InitData:
     """Validate the decompressed TOML document and hash it."""
     try:
@@ -75,6 +99,8 @@ def parse_initdata_toml(raw: bytes) -> InitData:
         raise InitDataError(f"initdata TOML is not UTF-8 (byte offset {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise InitDataError(f"initdata is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise InitDataError("initdata TOML is nested too deeply") from None
     algorithm = doc.get("algorithm")
     if not isinstance(algorithm, str):
         raise InitDataError("initdata 'algorithm' must be a string")
@@ -105,6 +131,8 @@ def _unbase64(text: str | bytes) -> bytes:
             text = text.encode("ascii")
         except UnicodeEncodeError:
             raise InitDataError("initdata is not base64: non-ASCII characters") from None
+    if len(text) > MAX_INITDATA_FILE_BYTES:
+        raise InitDataError(f"encoded initdata exceeds {MAX_INITDATA_FILE_BYTES} bytes")
     compact = text.replace(b"\r", b"").replace(b"\n", b"")
     if not compact:
         raise InitDataError("initdata is empty")

@@ -20,6 +20,8 @@ from protocols.ttrpc.server import Server
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "agent.ttrpc"
+# A pod VM reached once and gone since fails the next agent call after this long, not PROXY_TIMEOUT.
+REDIAL_TIMEOUT_S = 5.0
 
 
 class AgentProxy:
@@ -32,10 +34,14 @@ class AgentProxy:
         tls: ssl.SSLContext,
         dial_timeout_s: float,
         interceptors: Mapping[tuple[str, str], Interceptor] | None = None,
+        redial_timeout_s: float = REDIAL_TIMEOUT_S,
+        resumed: bool = False,
     ) -> None:
+        """`resumed`: the pod VM was reached before this process started (redial, not a first dial)."""
         self.socket_path = socket_path
+        self._dial_timeout_s = dial_timeout_s
 
-        connected_once = False
+        connected_once = resumed  # a resumed tunnel's first dial is a redial too
 
         async def dial() -> Client:
             nonlocal connected_once
@@ -48,7 +54,14 @@ class AgentProxy:
         name = f"pod VM {server_name} at {host}:{port}"
         # Backoff capped at 1 s (upstream caps at 5 s): a booting pod VM is dialled cheaply, and a
         # long last wait would add seconds to every pod start.
-        self.upstream = Upstream(dial, timeout_s=dial_timeout_s, max_backoff_s=1.0, name=name)
+        self.upstream = Upstream(
+            dial,
+            timeout_s=dial_timeout_s,
+            max_backoff_s=1.0,
+            name=name,
+            redial_timeout_s=redial_timeout_s,
+            connected=resumed,
+        )
         self._server = Server(factory=lambda: RelayConnection(self.upstream, AGENT_METHODS, interceptors))
 
     async def start(self) -> None:
@@ -57,7 +70,7 @@ class AgentProxy:
 
     async def connect(self) -> None:
         """Dial the pod VM, retrying with backoff until the dial timeout; raises TtrpcError UNAVAILABLE."""
-        await self.upstream.get()
+        await self.upstream.get(self._dial_timeout_s)
         log.info("agent tunnel up: %s", self.socket_path)
 
     async def close(self) -> None:

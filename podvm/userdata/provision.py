@@ -22,6 +22,7 @@ from protocols.cloudconfig import ALLOWED_WRITE_FILES, INITDATA_PATH, PEERPOD_DI
 from protocols.initdata import (
     ALLOWED_DATA_FILES,
     DEFAULT_INITDATA_TOML,
+    MAX_INITDATA_FILE_BYTES,
     InitData,
     InitDataError,
     decode_initdata,
@@ -31,8 +32,6 @@ from protocols.initdata import (
 log = logging.getLogger(__name__)
 
 INITDATA_DIGEST_PATH = f"{PEERPOD_DIR}/initdata.digest"
-# base64 of a gzip of at most MAX_TOML_BYTES stays well below this.
-MAX_INITDATA_FILE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

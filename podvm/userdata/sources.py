@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from podvm.userdata.errors import FetchError, SourceConfigError
+from protocols.cloudconfig import MAX_USER_DATA_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ AWS_TOKEN_TIMEOUT = 5.0
 AZURE_USER_DATA_PATH = "/metadata/instance/compute/userData?api-version=2021-01-01&format=text"
 GCP_USER_DATA_PATH = "/computeMetadata/v1/instance/attributes/user-data"
 
-# Clouds cap user data far lower (AWS 16 KiB, Azure 64 KiB); this only bounds memory.
-MAX_USER_DATA_BYTES = 1024 * 1024
+# Azure and GCP hand user data out base64-encoded, possibly with line breaks: room for that, so that
+# every source accepts the same MAX_USER_DATA_BYTES of decoded user data.
+MAX_ENCODED_USER_DATA_BYTES = 2 * MAX_USER_DATA_BYTES
 
 
 class UserDataSource(Protocol):
@@ -71,13 +73,15 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
-def http_fetch(method: str, url: str, headers: dict[str, str], timeout: float) -> bytes:
-    """One HTTP exchange; anything but a 200 with a body under the size cap is a FetchError."""
+def http_fetch(
+    method: str, url: str, headers: dict[str, str], timeout: float, limit: int = MAX_USER_DATA_BYTES
+) -> bytes:
+    """One HTTP exchange; anything but a 200 with a body of at most `limit` bytes is a FetchError."""
     request = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 (scheme checked)
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             status = response.status
-            body: bytes = response.read(MAX_USER_DATA_BYTES + 1)
+            body: bytes = response.read(limit + 1)
     except urllib.error.HTTPError as exc:
         exc.close()
         raise FetchError(f"{method} {url} returned HTTP {exc.code}") from None
@@ -87,8 +91,8 @@ def http_fetch(method: str, url: str, headers: dict[str, str], timeout: float) -
         raise FetchError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from None
     if status != 200:
         raise FetchError(f"{method} {url} returned HTTP {status}, expected 200")
-    if len(body) > MAX_USER_DATA_BYTES:
-        raise FetchError(f"{method} {url} returned more than {MAX_USER_DATA_BYTES} bytes")
+    if len(body) > limit:
+        raise FetchError(f"{method} {url} returned more than {limit} bytes")
     return body
 
 
@@ -102,9 +106,12 @@ def _base_url(url: str, option: str) -> str:
 def _b64decode(body: bytes, what: str) -> bytes:
     # Upstream uses Go's StdEncoding.DecodeString, which skips CR and LF but nothing else.
     try:
-        return base64.b64decode(body.replace(b"\r", b"").replace(b"\n", b""), validate=True)
+        data = base64.b64decode(body.replace(b"\r", b"").replace(b"\n", b""), validate=True)
     except binascii.Error as exc:
         raise FetchError(f"{what} user data is not base64: {exc}") from None
+    if len(data) > MAX_USER_DATA_BYTES:
+        raise FetchError(f"{what} user data is more than {MAX_USER_DATA_BYTES} bytes")
+    return data
 
 
 class NoCloudSource:
@@ -164,7 +171,8 @@ class AzureImdsSource:
         self.base_url = _base_url(base_url, "--azure-imds-url")
 
     def fetch(self, timeout: float) -> bytes:
-        body = http_fetch("GET", self.base_url + AZURE_USER_DATA_PATH, {"Metadata": "true"}, timeout)
+        url = self.base_url + AZURE_USER_DATA_PATH
+        body = http_fetch("GET", url, {"Metadata": "true"}, timeout, MAX_ENCODED_USER_DATA_BYTES)
         return _b64decode(body, "Azure")
 
 
@@ -177,7 +185,8 @@ class GcpMetadataSource:
         self.base_url = _base_url(base_url, "--gcp-metadata-url")
 
     def fetch(self, timeout: float) -> bytes:
-        body = http_fetch("GET", self.base_url + GCP_USER_DATA_PATH, {"Metadata-Flavor": "Google"}, timeout)
+        url = self.base_url + GCP_USER_DATA_PATH
+        body = http_fetch("GET", url, {"Metadata-Flavor": "Google"}, timeout, MAX_ENCODED_USER_DATA_BYTES)
         return _b64decode(body, "GCP")
 
 

@@ -38,6 +38,7 @@ class ClientConnection(asyncio.Protocol):
         self._next_stream_id = 1
         self._pending: dict[int, RawCallback] = {}
         self._closed = asyncio.get_running_loop().create_future()
+        self.lost_because = ""  # why the connection ended, once it has
         self._writable: asyncio.Event = asyncio.Event()
         self._writable.set()
 
@@ -64,6 +65,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
         self._writer = None
         pending, self._pending = self._pending, {}
+        self.lost_because = "closed by the peer" if exc is None else str(exc) or type(exc).__name__
         error = TtrpcError(Code.UNAVAILABLE, CLOSED if exc is None else f"{CLOSED}: {exc}")
         for callback in pending.values():
             callback(None, error)

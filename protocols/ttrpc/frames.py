@@ -71,6 +71,11 @@ class FrameDecoder:
         """Bytes held for an incomplete frame (zero at a frame boundary)."""
         return len(self._buffer)
 
+    @property
+    def mid_frame(self) -> bool:
+        """Whether a frame has started and not ended (held or being skipped)."""
+        return bool(self._buffer) or self._discard > 0
+
     def feed(self, data: bytes) -> list[Frame | OversizedFrame]:
         if self._discard:
             skipped = min(self._discard, len(data))

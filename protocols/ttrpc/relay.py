@@ -33,17 +33,32 @@ DIAL_ERRORS = (OSError, ssl.SSLError, TimeoutError)
 
 
 class Upstream:
-    """The next hop: dialled lazily, shared by every downstream connection, redialled after loss."""
+    """The next hop: dialled lazily, shared by every downstream connection, redialled after loss.
+
+    Dialling keeps trying for `timeout_s` until a first connection (the next hop may still be
+    booting), and only for `redial_timeout_s` after one was lost or when `connected` says there was
+    one before: a next hop that is gone fails the call quickly with UNAVAILABLE instead.
+    """
 
     def __init__(
-        self, dial: Dialer, timeout_s: float = 300.0, max_backoff_s: float = 5.0, name: str = "upstream"
+        self,
+        dial: Dialer,
+        timeout_s: float = 300.0,
+        max_backoff_s: float = 5.0,
+        name: str = "upstream",
+        redial_timeout_s: float | None = None,
+        connected: bool = False,
     ) -> None:
         self._dial = dial
         self._timeout_s = timeout_s
+        self._redial_timeout_s = timeout_s if redial_timeout_s is None else redial_timeout_s
         self._max_backoff_s = max_backoff_s
         self._name = name
         self._client: Client | None = None
         self._lock = asyncio.Lock()
+        self._connected = connected
+        self._lost_because = ""
+        self._last_error: BaseException | None = None  # of the latest failed dial, for the message
 
     @property
     def current(self) -> Client | None:
@@ -52,14 +67,22 @@ class Upstream:
             return self._client
         return None
 
-    async def get(self) -> Client:
-        """The live connection, dialling with exponential backoff (capped) until the dial timeout."""
+    async def get(self, timeout_s: float | None = None) -> Client:
+        """The live connection, dialling with exponential backoff (capped) for `timeout_s`, by default
+        the dial timeout before a first connection and the redial timeout after."""
         async with self._lock:
             if (client := self.current) is not None:
                 return client
+            if self._client is not None:
+                self._lost_because = self._client.connection.lost_because
+                self._client = None
+            if timeout_s is None:
+                timeout_s = self._redial_timeout_s if self._connected else self._timeout_s
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            self._last_error = None
             try:
                 async for attempt in AsyncRetrying(
-                    stop=stop_after_delay(self._timeout_s),
+                    stop=stop_after_delay(timeout_s),
                     # tenacity's default jitter adds up to a whole second to every wait, i.e. to every
                     # pod start; 50 ms is enough to keep many proxies from dialling in lockstep.
                     wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s, jitter=0.05),
@@ -67,17 +90,26 @@ class Upstream:
                     before_sleep=self._log_retry,
                     reraise=True,
                 ):
+                    # One dial may hang (SYNs to a host that is gone, a stalled TLS handshake): bounded too.
                     with attempt:
-                        self._client = await self._dial()
+                        async with asyncio.timeout_at(deadline):
+                            self._client = await self._dial()
             except DIAL_ERRORS as exc:
-                message = f"cannot reach {self._name} within {self._timeout_s:g}s: {exc}"
-                raise TtrpcError(Code.UNAVAILABLE, message) from None
+                # A last dial cut short by the deadline says less than the failure before it.
+                reason = self._last_error if isinstance(exc, TimeoutError) and self._last_error else exc
+                raise TtrpcError(Code.UNAVAILABLE, self._unreachable(timeout_s, reason)) from None
             assert self._client is not None
+            self._connected = True
             return self._client
+
+    def _unreachable(self, timeout_s: float, exc: BaseException) -> str:
+        reason = f"cannot reach {self._name} within {timeout_s:g}s: {str(exc) or 'dial timed out'}"
+        return f"{reason} (connection lost: {self._lost_because})" if self._lost_because else reason
 
     def _log_retry(self, state: object) -> None:
         outcome = getattr(state, "outcome", None)
         error = outcome.exception() if outcome is not None else None
+        self._last_error = error
         log.info("retrying failed connection to %s: %s", self._name, error)
 
     async def close(self) -> None:

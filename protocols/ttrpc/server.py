@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Call], Awaitable[bytes]]
 Services = Mapping[str, Mapping[str, Handler]]
 
+# A frame once started must be whole within this many seconds, or the connection is closed: a client
+# that trickles bytes must not hold a connection and a buffer forever. Idle connections between
+# frames are fine (the shim keeps its agent connection for the pod's life).
+FRAME_DEADLINE_S = 30.0
+
 RequestT = TypeVar("RequestT", bound=Message)
 
 
@@ -46,13 +51,15 @@ def unary(request_type: type[RequestT], handler: Callable[[RequestT, Call], Awai
 class ServerConnection(asyncio.Protocol):
     """One client connection. Subclasses may override `dispatch` and `lookup`."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, frame_deadline_s: float | None = FRAME_DEADLINE_S) -> None:
         self.services = services
         self.transport: asyncio.Transport | None = None
         self._writer: CoalescingWriter | None = None
         self._decoder = FrameDecoder()
         self._last_stream_id = 0
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._frame_deadline_s = frame_deadline_s
+        self._frame_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
 
@@ -62,7 +69,9 @@ class ServerConnection(asyncio.Protocol):
         self._writer = CoalescingWriter(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        for event in self._decoder.feed(data):
+        events = self._decoder.feed(data)
+        self._watch_frame(restart=bool(events))
+        for event in events:
             if isinstance(event, Frame):
                 self._frame_received(event)
             elif event.type == MessageType.REQUEST:
@@ -73,6 +82,7 @@ class ServerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._writer = None
+        self._stop_frame_timer()
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
@@ -80,10 +90,36 @@ class ServerConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.transport is not None:
             self.transport.pause_reading()
+            self._stop_frame_timer()  # the frame cannot progress while we do not read
 
     def resume_writing(self) -> None:
         if self.transport is not None:
             self.transport.resume_reading()
+            self._watch_frame(restart=True)
+
+    # the deadline of an incomplete frame
+
+    def _watch_frame(self, restart: bool) -> None:
+        """Time the frame in progress; `restart` when it began just now (the previous one ended)."""
+        if not self._decoder.mid_frame or self._frame_deadline_s is None:
+            self._stop_frame_timer()
+        elif restart or self._frame_timer is None:
+            self._stop_frame_timer()
+            loop = asyncio.get_running_loop()
+            self._frame_timer = loop.call_later(self._frame_deadline_s, self._frame_expired)
+
+    def _stop_frame_timer(self) -> None:
+        if self._frame_timer is not None:
+            self._frame_timer.cancel()
+            self._frame_timer = None
+
+    def _frame_expired(self) -> None:
+        self._frame_timer = None
+        if self.transport is not None:
+            log.warning(
+                "dropping a connection: a frame was still incomplete after %gs", self._frame_deadline_s
+            )
+            self.transport.abort()  # not close(): a client this slow may not read what is queued either
 
     # framing
 
@@ -173,8 +209,15 @@ BACKLOG = socket.SOMAXCONN
 class Server:
     """Listens on unix or TCP(+TLS) sockets and serves `services` on every connection."""
 
-    def __init__(self, services: Services | None = None, factory: ConnectionFactory | None = None) -> None:
-        self._new_connection: ConnectionFactory = factory or (lambda: ServerConnection(services or {}))
+    def __init__(
+        self,
+        services: Services | None = None,
+        factory: ConnectionFactory | None = None,
+        frame_deadline_s: float | None = FRAME_DEADLINE_S,
+    ) -> None:
+        self._new_connection: ConnectionFactory = factory or (
+            lambda: ServerConnection(services or {}, frame_deadline_s)
+        )
         self._listeners: list[asyncio.Server] = []
         self._connections: weakref.WeakSet[asyncio.Protocol] = weakref.WeakSet()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from adaptor.state import SandboxRecord, SandboxState
 from adaptor.tunnel.hooks import CDI_ALL_GPUS, CDI_ANNOTATION, worker_interceptors
 from protocols.agent import AGENT_SERVICE
-from protocols.proto import agent_pb2, oci_pb2
+from protocols.proto import agent_pb2, oci_pb2, podvminfo_pb2
+from protocols.ttrpc.client import Client
 from protocols.ttrpc.status import Code, TtrpcError
 from providers.base import CapacityError, Instance, InvalidRequestError
 from shimdriver.driver import shim_annotations
@@ -133,3 +135,41 @@ async def test_deadline_during_a_slow_create_still_deletes_what_it_made(
     assert info.value.code == Code.DEADLINE_EXCEEDED
     await memory_adaptor.hypervisor.stop_vm("sb-slow-create")
     assert memory_adaptor.cloud.instances == {} and len(memory_adaptor.cloud.deleted) == 1
+
+
+async def test_get_info_wait_is_bounded_by_the_proxy_timeout(memory_adaptor: InProcessAdaptor) -> None:
+    """A pod that never starts must not hold a GetInfo(Wait=true) without deadline forever."""
+    await memory_adaptor.hypervisor.create_vm("sb-never-started", shim_annotations("p", "ns"))
+    async with await Client.connect_unix(memory_adaptor.socket) as client, asyncio.timeout(30):
+        with pytest.raises(TtrpcError) as info:
+            await client.unary(
+                "podvminfo.PodVMInfo",
+                "GetInfo",
+                podvminfo_pb2.GetInfoRequest(PodName="p", PodNamespace="ns", Wait=True),
+                podvminfo_pb2.GetInfoResponse,
+            )
+    assert info.value.code == Code.DEADLINE_EXCEEDED
+    assert "PROXY_TIMEOUT" in info.value.message
+
+
+async def test_get_info_waiter_learns_of_a_failed_start(memory_adaptor: InProcessAdaptor) -> None:
+    memory_adaptor.cloud.fail_create = CapacityError("no capacity")
+    await memory_adaptor.hypervisor.create_vm("sb-fails", shim_annotations("p", "ns"))
+    waiter = asyncio.ensure_future(memory_adaptor.manager.instance_of("p", "ns", wait=True))
+    with pytest.raises(TtrpcError):
+        await memory_adaptor.hypervisor.start_vm("sb-fails")
+    with pytest.raises(TtrpcError) as info:
+        await waiter
+    assert (info.value.code, info.value.message) == (Code.NOT_FOUND, "pod ns/p has no instance yet")
+
+
+async def test_calls_on_unknown_sandboxes_leave_no_lock_behind(memory_adaptor: InProcessAdaptor) -> None:
+    for index in range(50):
+        await memory_adaptor.hypervisor.stop_vm(f"never-created-{index}")
+        with pytest.raises(TtrpcError):
+            await memory_adaptor.hypervisor.start_vm(f"never-created-{index}")
+    await memory_adaptor.hypervisor.create_vm("sb-known", shim_annotations("p", "ns"))
+    memory_adaptor.cloud.fail_create = CapacityError("no capacity")
+    with pytest.raises(TtrpcError):
+        await memory_adaptor.hypervisor.start_vm("sb-known")
+    assert memory_adaptor.manager._locks == {}

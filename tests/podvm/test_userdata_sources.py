@@ -17,7 +17,6 @@ from podvm.userdata.detect import (
 from podvm.userdata.errors import FetchError, SourceConfigError, UserDataTimeout
 from podvm.userdata.retrieve import retrieve_cloud_config
 from podvm.userdata.sources import (
-    MAX_USER_DATA_BYTES,
     AwsImdsSource,
     AzureImdsSource,
     GcpMetadataSource,
@@ -25,7 +24,7 @@ from podvm.userdata.sources import (
     SourceSettings,
     build_source,
 )
-from protocols.cloudconfig import WriteFile, render_cloud_config
+from protocols.cloudconfig import MAX_USER_DATA_BYTES, WriteFile, render_cloud_config
 from tests.fakes.imds import FakeImds, serve_imds
 
 FILES = [WriteFile("/run/peerpod/apf.json", '{"pod-name": "p"}\n'), WriteFile("/run/peerpod/initdata", "")]
@@ -92,6 +91,18 @@ def test_oversized_user_data_is_refused(imds: FakeImds, tmp_path: Path) -> None:
     (tmp_path / "user-data").write_bytes(imds.user_data)
     with pytest.raises(FetchError, match="larger than"):
         NoCloudSource(tmp_path).fetch(timeout=1)
+
+
+@pytest.mark.parametrize("source_cls", [AzureImdsSource, GcpMetadataSource])
+def test_base64_sources_take_as_much_user_data_as_the_others(
+    imds: FakeImds, source_cls: type[AzureImdsSource]
+) -> None:
+    """The limit is on the user data, not on its base64 form (a third larger)."""
+    imds.user_data = b"#" * MAX_USER_DATA_BYTES
+    assert source_cls(imds.url).fetch(timeout=5) == imds.user_data
+    imds.user_data += b"#"
+    with pytest.raises(FetchError, match="more than"):
+        source_cls(imds.url).fetch(timeout=5)
 
 
 @pytest.mark.parametrize("source_cls", [AzureImdsSource, GcpMetadataSource])

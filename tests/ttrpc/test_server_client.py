@@ -27,20 +27,34 @@ async def test_unary_call(echo_socket: Path) -> None:
         assert await client.call("test.Echo", "Echo", b"hello") == b"hello"
 
 
-async def test_hundred_concurrent_calls_reply_out_of_order(echo_socket: Path) -> None:
-    rng = random.Random(7)
-    delays = [rng.randint(0, 60) for _ in range(100)]
-    finished: list[int] = []
-    async with await Client.connect_unix(echo_socket) as client:
+async def test_hundred_concurrent_calls_reply_out_of_order(tmp_path: Path) -> None:
+    """All 100 calls are in the server at once; each reply goes out as soon as its handler ends."""
+    gates = [asyncio.Event() for _ in range(100)]
+    inside = 0
+    all_inside = asyncio.Event()
 
-        async def one(index: int) -> None:
-            result = await client.call("test.Echo", "Sleep", str(delays[index]).encode())
-            assert result == str(delays[index]).encode()
-            finished.append(index)
+    async def gated(call: Call) -> bytes:
+        nonlocal inside
+        inside += 1
+        if inside == len(gates):
+            all_inside.set()
+        await gates[int(call.payload)].wait()
+        return call.payload
 
-        await asyncio.gather(*(one(i) for i in range(100)))
-    assert sorted(finished) == list(range(100))
-    assert finished != list(range(100)), "replies came back strictly in request order"
+    server = Server({"test.Echo": {"Gated": gated}})
+    await server.listen_unix(tmp_path / "s.sock")
+    order = list(range(100))
+    random.Random(7).shuffle(order)
+    async with await Client.connect_unix(tmp_path / "s.sock") as client:
+        calls = {
+            i: asyncio.ensure_future(client.call("test.Echo", "Gated", str(i).encode())) for i in range(100)
+        }
+        await all_inside.wait()
+        for index in order:
+            gates[index].set()
+            assert await calls[index] == str(index).encode()
+            assert not any(calls[i].done() for i in order[order.index(index) + 1 :])
+    await server.close()
 
 
 async def test_server_enforces_timeout_nano(echo_socket: Path) -> None:
@@ -157,7 +171,10 @@ async def test_truncated_frame_does_not_hurt_the_server(echo_socket: Path) -> No
 
 
 async def test_lost_connection_fails_pending_calls(tmp_path: Path) -> None:
+    hanging = asyncio.Event()
+
     async def hang(call: Call) -> bytes:
+        hanging.set()
         await asyncio.Event().wait()
         return b""
 
@@ -165,7 +182,7 @@ async def test_lost_connection_fails_pending_calls(tmp_path: Path) -> None:
     await server.listen_unix(tmp_path / "s.sock")
     client = await Client.connect_unix(tmp_path / "s.sock")
     pending = asyncio.ensure_future(client.call("test.Echo", "Hang", b""))
-    await asyncio.sleep(0.05)
+    await hanging.wait()
     await server.close()
     with pytest.raises(TtrpcError) as info:
         await pending

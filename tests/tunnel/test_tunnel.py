@@ -21,7 +21,7 @@ from protocols.ttrpc.client import Client
 from protocols.ttrpc.server import Server
 from protocols.ttrpc.status import Code, TtrpcError
 from protocols.tunnel_tls import client_context, server_context
-from tests.tunnel.conftest import INSTANCE, POD_NETNS, Tunnel
+from tests.tunnel.conftest import INSTANCE, POD_NETNS, LogEvents, Tunnel
 
 M = TypeVar("M", bound=Message)
 
@@ -146,7 +146,7 @@ async def test_losing_the_upstream_fails_pending_calls(tunnel: Tunnel) -> None:
                 client, "GetOOMEvent", agent_pb2.GetOOMEventRequest(), agent_pb2.OOMEvent, timeout=None
             )
         )
-        await asyncio.sleep(0.1)
+        await tunnel.agent_calls.arrived("GetOOMEvent")
         await tunnel.forwarder.close()
         with pytest.raises(TtrpcError) as info:
             await oom
@@ -209,7 +209,7 @@ async def test_proxy_refuses_servers_without_our_certificate(
     await upstream.close()
 
 
-async def test_forwarder_dials_a_late_agent_lazily(tmp_path: Path) -> None:
+async def test_forwarder_dials_a_late_agent_lazily(tmp_path: Path, dial_retries: LogEvents) -> None:
     """The forwarder listens before kata-agent is up; the first call waits for the agent to appear."""
     authority = TunnelAuthority.load_or_create(tmp_path / "state")
     vm = authority.issue_server(INSTANCE)
@@ -224,7 +224,7 @@ async def test_forwarder_dials_a_late_agent_lazily(tmp_path: Path) -> None:
                 HEALTH_SERVICE, "Check", health_pb2.CheckRequest(), health_pb2.HealthCheckResponse, timeout=20
             )
         )
-        await asyncio.sleep(0.5)
+        await dial_retries.seen()  # the call is in and the forwarder found no agent
         assert not call.done()
         agent = StandinAgent(tmp_path / "agent")
         agent_server = Server(agent.services())
