@@ -23,6 +23,10 @@ MAX_DEPTH = 128
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 _INT_DIGITS = len(str(INT_MAX)) + 1  # a sign and 20 digits
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Integers of up to 18 digits are all in range: the per-integer check runs only when 19 digits in
+# a row appear somewhere (found by mapping every digit to "0": a regex takes 30 times longer).
+_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+_LONG_DIGITS = "0" * 19
 _SURROGATE = "not usable JSON: a string holds a lone UTF-16 surrogate (not Unicode)"
 
 
@@ -94,7 +98,7 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         value = json.loads(
             text,
             object_pairs_hook=_object,
-            parse_int=_number_int,
+            parse_int=_number_int if _LONG_DIGITS in text.translate(_DIGITS_TO_ZERO) else None,
             parse_float=_number_float,
             parse_constant=_constant,
         )
