@@ -101,6 +101,14 @@ def _reject(name: str) -> Any:
     raise ValueError(name)
 
 
+def _finite(text: str) -> float:
+    """A number that fits a double (a changed digit can turn `exp` into `17e64567890`)."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("overflow")
+    return value
+
+
 def _canonical(part: str) -> bytes | None:
     """The bytes of a canonical unpadded base64url part (RFC 7515), or None."""
     if not re.fullmatch(r"[A-Za-z0-9_-]*", part):
@@ -116,7 +124,12 @@ def _decoded_object(part: str) -> dict[str, Any] | None:
     """The JSON object a part holds (UTF-8, strict JSON), or None."""
     raw = _canonical(part)
     try:
-        value = json.loads((raw or b"").decode("utf-8"), object_pairs_hook=_unique, parse_constant=_reject)
+        value = json.loads(
+            (raw or b"").decode("utf-8"),
+            object_pairs_hook=_unique,
+            parse_constant=_reject,
+            parse_float=_finite,
+        )
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
