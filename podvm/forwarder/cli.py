@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -111,9 +112,16 @@ def main(argv: list[str] | None = None) -> None:
             except (NetnsError, IptablesError) as exc:
                 log.error("pod network: %s", exc)
                 raise SystemExit(1) from None
-        server, upstream, _ = await start_forwarder(
-            host, port, Path(args.kata_agent_socket), tls, args.pod_namespace, args.agent_dial_timeout
-        )
+        try:
+            server, upstream, _ = await start_forwarder(
+                host, port, Path(args.kata_agent_socket), tls, args.pod_namespace, args.agent_dial_timeout
+            )
+        except OSError as exc:
+            log.error("-listen %s: %s", args.listen, exc.strerror or exc)
+            if network is not None:
+                with contextlib.suppress(NetnsError, IptablesError):
+                    await asyncio.to_thread(podnetwork.teardown, network, args.pod_namespace)
+            raise SystemExit(2) from None
         notify_ready()
         await stop.wait()
         await server.close()

@@ -6,6 +6,7 @@ cloud SDKs' metadata-server probes are pointed at a closed loopback port or swit
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,15 @@ def test_refused_tls_switches_and_unreadable_certificates_together(tmp_path: Pat
         ],
         "-disable-tls",
     )
+
+
+def test_probe_port_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            "LOCAL_PODVM_DIR": str(tmp_path / "vms"),
+            "LOCAL_PODVM_NETWORK": "loopback",
+            "PROBE_PORT": str(taken.getsockname()[1]),
+        }
+        assert_reported(tmp_path, "local", env, ["PROBE_PORT: cannot listen on 127.0.0.1:"])
