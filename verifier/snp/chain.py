@@ -1,9 +1,11 @@
 """VCEK/VLEK certificates: chained to AMD's ARK through ASK (or ASVK), with their TCB and HWID claims.
 
 The result of a successful chain check is an `EndorsementKey`, which is all later checks need (the
-public key, the extension values, the validity windows). It depends only on the certificate bytes,
-so the verifier caches it by those bytes and a repeat verification pays only the report signature;
-validity dates are checked against the clock on every use, never cached.
+public key, the extension values, the validity windows). The VCEK/VLEK itself is read at the DER
+level (`read_der_certificate`): real ones have serial number 0, which `cryptography` is deprecating.
+The result depends only on the certificate bytes, so the verifier caches it by those bytes and a
+repeat verification pays only the report signature; validity dates are checked against the clock on
+every use, never cached.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from verifier.snp.anchors import AmdRoots, TrustAnchors
 from verifier.snp.report import Generation, TcbVersion
 from verifier.x509util import (
     RSA_PSS_SHA384_SALT48,
+    CertificateExpired,
     ChainError,
-    check_validity,
+    DerCertificate,
     common_name,
     der_octet_string,
     der_unsigned,
     extension_value,
     load_der_certificate,
+    name_der,
+    read_der_certificate,
+    verify_der_issued_by,
     verify_issued_by,
 )
 
@@ -82,12 +88,15 @@ class EndorsementKey:
     public_key: ec.EllipticCurvePublicKey
     tcb: CertTcb
     hwid: bytes | None
-    chain: tuple[tuple[str, x509.Certificate], ...]
+    chain: tuple[tuple[str, datetime, datetime], ...]  # (what, notBefore, notAfter) of each certificate
 
     def check_valid_at(self, now: datetime) -> None:
         """Every certificate of the chain (key, intermediate, ARK) must be valid at `now`."""
-        for what, cert in self.chain:
-            check_validity(cert, now, what)
+        for what, not_before, not_after in self.chain:
+            if now < not_before:
+                raise CertificateExpired(f"{what} is not valid before {not_before.isoformat()}")
+            if now > not_after:
+                raise CertificateExpired(f"{what} expired at {not_after.isoformat()}")
 
 
 def verify_endorsement_key(
@@ -106,7 +115,7 @@ def verify_endorsement_key(
     the trusted ARK's key signed it, an ASK/ASVK only if it carries the trusted one's name and the
     trusted ARK signed it.
     """
-    vek = load_der_certificate(vek_der, kind.value)
+    vek = read_der_certificate(vek_der, kind.value)
     generation, roots = _roots_for(vek, kind, anchors, generation)
     if ark_der is not None:
         verify_issued_by(
@@ -121,8 +130,8 @@ def verify_endorsement_key(
             )
         verify_issued_by(supplied, roots.ark, "supplied intermediate", scheme=RSA_PSS_SHA384_SALT48)
         intermediate = supplied
-    verify_issued_by(vek, intermediate, kind.value, scheme=RSA_PSS_SHA384_SALT48)
-    public_key = vek.public_key()
+    verify_der_issued_by(vek, intermediate, kind.value, scheme=RSA_PSS_SHA384_SALT48)
+    public_key = vek.public_key
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp384r1":
         raise ChainError(f"{kind.value} key is not an ECDSA P-384 key")
     return EndorsementKey(
@@ -138,15 +147,17 @@ def verify_endorsement_key(
         ),
         hwid=hwid_extension(vek),
         chain=(
-            (kind.value, vek),
-            (common_name(intermediate), intermediate),
-            (common_name(roots.ark), roots.ark),
+            (kind.value, vek.not_before, vek.not_after),
+            *(
+                (common_name(cert), cert.not_valid_before_utc, cert.not_valid_after_utc)
+                for cert in (intermediate, roots.ark)
+            ),
         ),
     )
 
 
 def _roots_for(
-    vek: x509.Certificate, kind: KeyKind, anchors: TrustAnchors, generation: Generation | None
+    vek: DerCertificate, kind: KeyKind, anchors: TrustAnchors, generation: Generation | None
 ) -> tuple[Generation, AmdRoots]:
     if generation is not None:
         roots = anchors.get(generation)
@@ -154,17 +165,17 @@ def _roots_for(
             raise ChainError(f"no trusted AMD roots for {generation.value}")
         return generation, roots
     for candidate, roots in anchors.items():
-        if kind.intermediate(roots).subject == vek.issuer:
+        if name_der(kind.intermediate(roots)) == vek.issuer:
             return candidate, roots
-    raise ChainError(f"{kind.value} issuer {vek.issuer.rfc4514_string()!r} is not a trusted AMD CA")
+    raise ChainError(f"{kind.value} issuer is not a trusted AMD CA")
 
 
-def _int_extension(cert: x509.Certificate, oid: str) -> int | None:
+def _int_extension(cert: DerCertificate, oid: str) -> int | None:
     value = extension_value(cert, oid)
     return None if value is None else der_unsigned(value, f"extension {oid}")
 
 
-def hwid_extension(cert: x509.Certificate) -> bytes | None:
+def hwid_extension(cert: x509.Certificate | DerCertificate) -> bytes | None:
     """The HWID extension: 64 raw bytes in older VCEKs, a DER OCTET STRING in newer ones."""
     value = extension_value(cert, OID_HWID)
     if value is None or len(value) == HWID_SIZE:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from verifier.errors import VerificationError
 from verifier.lru import LruCache
@@ -112,9 +110,9 @@ class VcekFile:
         except OSError as exc:
             raise VcekUnavailable(f"VCEK file {self.path} cannot be read: {exc.strerror}") from None
         if data.startswith(b"-----BEGIN"):
-            try:
-                return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
-            except ValueError as exc:
+            try:  # PEM armour only: the certificate itself is read at the DER level (serial 0)
+                return ssl.PEM_cert_to_DER_cert(data.decode("ascii"))
+            except (ValueError, UnicodeDecodeError) as exc:
                 raise VcekUnavailable(f"VCEK file {self.path} is not a PEM certificate: {exc}") from None
         return data
 
