@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -20,6 +21,8 @@ from protocols.ttrpc.status import Code, TtrpcError
 VERSION = "peerpods-standin-agent 0.1"
 EMPTY = empty_pb2.Empty()
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Container:
@@ -29,9 +32,16 @@ class Container:
 
     @property
     def network_namespace(self) -> str:
-        """The network namespace the spec asks for (the forwarder adds the pod's), else ""."""
+        """The network namespace the spec asks for (the forwarder adds the pod's), else "". Unlike
+        kata-agent, the stand-in runs the process in its own namespace when that one does not exist
+        (a forwarder left at its default /run/netns/podns on a machine without one), and says so."""
         paths = [ns.Path for ns in self.spec.Linux.Namespaces if ns.Type == "network" and ns.Path]
-        return paths[-1] if paths else ""
+        if not paths:
+            return ""
+        if not Path(paths[-1]).exists():
+            log.warning("network namespace %s does not exist: the process stays in the agent's", paths[-1])
+            return ""
+        return paths[-1]
 
 
 class StandinAgent:
