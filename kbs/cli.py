@@ -20,6 +20,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from socket import AF_INET, AF_INET6, create_server
 
 from aiohttp import web
 
@@ -51,6 +52,20 @@ def _ssl_context(config: KbsConfig) -> ssl.SSLContext | None:
     return context
 
 
+def _listen_error(socket: str, exc: OSError) -> StartError:
+    return StartError(f"cannot listen on {socket}: {os.strerror(exc.errno) if exc.errno else exc}")
+
+
+def _check_sockets(config: KbsConfig) -> None:
+    """Bind each socket once before starting workers: a taken port is then said once, not by each."""
+    for socket in config.http.sockets:
+        host, port = _host_port(socket)
+        try:
+            create_server((host, port), family=AF_INET6 if ":" in host else AF_INET, reuse_port=True).close()
+        except OSError as exc:
+            raise _listen_error(socket, exc) from None
+
+
 def _host_port(socket: str) -> tuple[str, int]:
     host, sep, port = socket.rpartition(":")
     if not sep or not port.isdigit():
@@ -78,8 +93,7 @@ async def serve(
             try:
                 await site.start()
             except OSError as exc:
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                raise StartError(f"cannot listen on {socket}: {reason}") from None
+                raise _listen_error(socket, exc) from None
             scheme = "http" if context is None else "https"
             log.info("KBS (pid %d) listening on %s://%s", os.getpid(), scheme, socket)
         stop = asyncio.Event()
@@ -186,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config_file)
         if config.http.worker_count > 1:
             build_broker(config)  # fail fast on a bad configuration, and create shared files once
+            _check_sockets(config)
             return _supervise(args.config_file, config.http.worker_count, args.verbose)
         with contextlib.suppress(KeyboardInterrupt):
             _run(config, reuse_port=False)

@@ -182,14 +182,18 @@ def test_an_existing_session_database_is_made_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_a_taken_port_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_taken_port_is_one_line_and_exit_status_2(tmp_path: Path, workers: int) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         admin = AdminKey.create(tmp_path)
         config = tmp_path / "kbs.toml"
-        config.write_text(config_text(tmp_path / "storage", admin.path, sockets=f"127.0.0.1:{port}"))
+        text = config_text(tmp_path / "storage", admin.path, sockets=f"127.0.0.1:{port}")
+        config.write_text(
+            text.replace("insecure_http = true", f"insecure_http = true\nworker_count = {workers}")
+        )
         result = subprocess.run(
             [sys.executable, "-m", "kbs.cli", "-c", str(config)],
             capture_output=True,
@@ -199,6 +203,5 @@ def test_a_taken_port_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
         )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"kbs: cannot listen on 127.0.0.1:{port}: Address already in use"
-    )
+    said = [line for line in result.stderr.splitlines() if line.startswith("kbs:")]
+    assert said == [f"kbs: cannot listen on 127.0.0.1:{port}: Address already in use"], result.stderr
