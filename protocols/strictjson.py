@@ -8,7 +8,7 @@ So this loader refuses, up front and with `StrictJsonError` only:
 * NaN, Infinity, and numbers that overflow a double (`1e999`);
 * integers outside the 64-bit range serde_json reads (i64 and u64);
 * strings with a lone UTF-16 surrogate (`"\\ud800"`): not Unicode text;
-* nesting deeper than `max_depth` (serde_json's default limit is 128);
+* nesting deeper than 128 (serde_json's default limit);
 * an object with the same key twice (parsers disagree on which one wins).
 """
 
@@ -28,14 +28,12 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
 _LONG_DIGITS = "0" * 19
 _SURROGATE = "not usable JSON: a string holds a lone UTF-16 surrogate (not Unicode)"
+_TOO_DEEP = f"not usable JSON: nested too deeply (more than {MAX_DEPTH} levels)"
 
 
 class StrictJsonError(ValueError):
-    """The text is not a JSON document this project accepts; the message says why (never quoting it)."""
-
-
-def _too_deep(max_depth: int) -> str:
-    return f"not usable JSON: nested too deeply (more than {max_depth} levels)"
+    """The text is not a JSON document this project accepts; the message says why (quoting no more
+    than a duplicate key's first 40 characters)."""
 
 
 def _number_int(text: str) -> int:
@@ -65,14 +63,14 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _check_tree(value: Any, max_depth: int, strings: bool) -> None:
+def _check_tree(value: Any, strings: bool) -> None:
     """Nesting depth and, when `strings`, lone surrogates in keys and strings (iteratively: no recursion)."""
     stack = [(value, 0)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict | list):
-            if depth >= max_depth:
-                raise StrictJsonError(_too_deep(max_depth))
+            if depth >= MAX_DEPTH:
+                raise StrictJsonError(_TOO_DEEP)
             items = node.values() if isinstance(node, dict) else node
             stack.extend((item, depth + 1) for item in items)
             if strings and isinstance(node, dict):
@@ -84,7 +82,7 @@ def _check_tree(value: Any, max_depth: int, strings: bool) -> None:
                 raise StrictJsonError(_SURROGATE) from None
 
 
-def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+def loads(data: bytes | str) -> Any:
     """One strict JSON document (UTF-8 when given bytes)."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -105,8 +103,8 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     except json.JSONDecodeError as exc:
         raise StrictJsonError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
-        raise StrictJsonError(_too_deep(max_depth)) from None
+        raise StrictJsonError(_TOO_DEEP) from None
     surrogates = _SURROGATE_ESCAPE.search(text) is not None
-    if surrogates or text.count("[") + text.count("{") > max_depth:
-        _check_tree(value, max_depth, surrogates)
+    if surrogates or text.count("[") + text.count("{") > MAX_DEPTH:
+        _check_tree(value, surrogates)
     return value
