@@ -92,11 +92,12 @@ class ImagePuller:
     async def _credentials(self) -> Credentials:
         if self._credentials_uri is None:
             return {}
+        local = self._credentials_uri.startswith("file://")
+        if local and not await asyncio.to_thread(Path(self._credentials_uri[7:]).exists):
+            return {}  # no auth.json in this pod VM: anonymous pulls
         try:
             return parse_auth_json(await self._resources.get(self._credentials_uri))
         except ResourceError:
-            if self._credentials_uri.startswith("file://"):
-                return {}  # no auth.json in this pod VM: anonymous pulls
             raise PullError(f"Illegal registry auth from {self._credentials_uri}") from None
 
     async def _layer(self, client: RegistryClient, descriptor: Any, diff_id: str, rootfs: Path) -> None:

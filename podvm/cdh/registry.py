@@ -118,10 +118,17 @@ class RegistryClient:
 
     async def _get_small(self, url: str, accept: str, limit: int) -> tuple[bytes, str]:
         async with await self._get(url, accept) as response:
-            body = await response.content.read(limit + 1)
-            if len(body) > limit:
-                raise PullError("Failed to pull image manifest", f"{url} is larger than {limit} bytes")
-            return body, response.headers.get("Content-Type", "").split(";")[0]
+            body = bytearray()
+            try:
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > limit:
+                        raise PullError(
+                            "Failed to pull image manifest", f"{url} is larger than {limit} bytes"
+                        )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise PullError("Failed to pull image manifest", f"{url}: {exc}") from None
+            return bytes(body), response.headers.get("Content-Type", "").split(";")[0]
 
     async def _get(self, url: str, accept: str) -> aiohttp.ClientResponse:
         """GET with authentication: on a 401 the challenge is answered once (Bearer token or Basic)."""

@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import tarfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,17 +55,26 @@ def running_registry(tmp_path: Path, htpasswd: Path | None = None) -> Iterator[s
     process = subprocess.Popen(
         [REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    try:
+    listening = threading.Event()
+
+    def drain() -> None:
+        # Reads the log to its end: a full pipe would block the registry.
         assert process.stderr is not None
         for line in process.stderr:
             if "listening on" in line:
-                break
-        else:
-            pytest.fail(f"docker-registry exited with status {process.wait()} before listening")
+                listening.set()
+        listening.set()  # EOF: the registry exited
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        if not listening.wait(60) or process.poll() is not None:
+            pytest.fail(f"docker-registry did not listen (exit status {process.poll()})")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=30)
+        reader.join(timeout=30)
 
 
 def _blob(layout: Path, data: bytes) -> str:
