@@ -210,3 +210,13 @@ def collateral(
         qe_doc=qe_doc if qe_doc is not None else qe_identity(pki),
         **options,
     )
+
+
+def made_up_collateral(*, fmspc: bytes, sgx_svns: Sequence[int], pce_svn: int) -> RawCollateral:
+    """Unsigned collateral (no issuer chains) for a real platform whose own is not at hand: one
+    UpToDate level at the given TCB and Intel's QE identity. Only for benchmarks and tests that
+    accept unverified collateral on purpose."""
+    svns = (*sgx_svns, *(0,) * (16 - len(sgx_svns)))
+    pki = tb.make_pki()
+    levels = (tcb_level("UpToDate", sgx_svns=svns, pce_svn=pce_svn),)
+    return RawCollateral(tcb_info=tcb_info(pki, levels=levels, fmspc=fmspc), qe_identity=qe_identity(pki))

@@ -10,8 +10,9 @@ bytes) against the expected init data hash, each padded or cut to 64 bytes. A de
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+
+import orjson
 
 from verifier.base import Claims
 from verifier.dcap.collateral import SGX, IsvLevel
@@ -31,7 +32,7 @@ CONFIG_ID_SIZE = 64
 def parse_evidence(evidence: bytes, decode_quote: Callable[[object, str], bytes] = b64) -> bytes:
     """Upstream's `SgxEvidence` `{"quote": "<standard base64>"}`: the raw quote."""
     try:
-        doc = json.loads(evidence)
+        doc = orjson.loads(evidence)
     except (ValueError, RecursionError) as exc:
         raise EvidenceFormatError(f"SGX evidence is not JSON: {exc}") from None
     if not isinstance(doc, dict) or "quote" not in doc:

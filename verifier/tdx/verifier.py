@@ -7,8 +7,9 @@ report data, init data (MR_CONFIG_ID), and the event log replay against the RTMR
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+
+import orjson
 
 from verifier.base import Claims
 from verifier.dcap.collateral import TDX, IsvLevel
@@ -34,7 +35,7 @@ def parse_evidence(
 ) -> tuple[bytes, bytes | None]:
     """Upstream's `{"cc_eventlog": "<b64>" | null, "quote": "<b64>"}`: (quote, CCEL or None)."""
     try:
-        doc = json.loads(evidence)
+        doc = orjson.loads(evidence)
     except (ValueError, RecursionError) as exc:
         raise EvidenceFormatError(f"TDX evidence is not JSON: {exc}") from None
     if not isinstance(doc, dict) or "quote" not in doc:
