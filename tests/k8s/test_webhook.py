@@ -1,0 +1,214 @@
+"""The peer-pods webhook without an API server: upstream's unit cases as data, and the HTTPS endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import ssl
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from cluster.quantity import QuantityError, mebibytes, parse, value
+from cluster.webhook.mutate import (
+    CPU_ANNOTATION,
+    GPU_ANNOTATION,
+    MEMORY_ANNOTATION,
+    MutationSettings,
+    PodError,
+    mutation,
+)
+from cluster.webhook.server import CertificateError, ServingCertificate, serving
+from tests.k8s.pki import ClusterCA
+
+CASES = yaml.safe_load((Path(__file__).with_name("webhook_cases.yaml")).read_text())
+PREFIX = "io.katacontainers.config.hypervisor."
+SETTINGS = MutationSettings()
+
+
+def apply_patch(document: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902 add/remove, all this webhook emits, so the tests look at the mutated pod as upstream's do."""
+    result = copy.deepcopy(document)
+    for op in patch:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node: Any = result
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if op["op"] == "add":
+            node[last] = op["value"]
+        else:
+            assert op["op"] == "remove"
+            del node[last]
+    return result
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_upstream_unit_case(case: dict[str, Any]) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": case["spec"]}
+    mutated = apply_patch(pod, mutation(pod, SETTINGS))
+    sizing = {
+        key.removeprefix(PREFIX): text
+        for key, text in (mutated["metadata"].get("annotations") or {}).items()
+        if key.startswith(PREFIX)
+    }
+    assert sizing == case["annotations"]
+    containers = mutated["spec"]["containers"]
+    if case.get("cleared", True):
+        one = {"kata.peerpods.io/vm": "1"}
+        assert containers[0]["resources"] == {"requests": one, "limits": one}
+        assert all(not c.get("resources") for c in containers[1:])
+        assert all(not c.get("resources") for c in mutated["spec"].get("initContainers", []))
+    else:
+        assert mutated == pod
+
+
+def test_existing_annotations_are_kept_and_extended_resource_is_configurable() -> None:
+    pod = {
+        "metadata": {"annotations": {"a/b": "keep"}},
+        "spec": {
+            "runtimeClassName": "rc",
+            "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}],
+        },
+    }
+    mutated = apply_patch(pod, mutation(pod, MutationSettings("rc", "example.com/vm")))
+    assert mutated["metadata"]["annotations"] == {"a/b": "keep", CPU_ANNOTATION: "1"}
+    assert mutated["spec"]["containers"][0]["resources"]["limits"] == {"example.com/vm": "1"}
+
+
+def test_reinvocation_changes_nothing_more() -> None:
+    """reinvocationPolicy IfNeeded: a second pass over the mutated pod keeps the sizing."""
+    pod = {"spec": {"runtimeClassName": "kata-remote", "containers": [CASES[0]["spec"]["containers"][0]]}}
+    once = apply_patch(pod, mutation(pod, SETTINGS))
+    assert apply_patch(once, mutation(once, SETTINGS)) == once
+
+
+def test_settings_from_upstream_environment_names() -> None:
+    env = {"TARGET_RUNTIMECLASS": "x", "POD_VM_EXTENDED_RESOURCE": "y/z"}
+    assert MutationSettings.from_env(env) == MutationSettings("x", "y/z")
+    assert MutationSettings.from_env({"TARGET_RUNTIMECLASS": ""}) == MutationSettings()
+
+
+@pytest.mark.parametrize(
+    ("text", "exact"),
+    [("500m", Fraction(1, 2)), ("0.7", Fraction(7, 10)), ("4Gi", 4 * 2**30), ("1e3", 1000), ("1.5k", 1500),
+     ("100n", Fraction(1, 10**7)), ("+2", 2), (".5", Fraction(1, 2))],
+)  # fmt: skip
+def test_quantities(text: str, exact: Fraction) -> None:
+    assert parse(text) == exact
+
+
+@pytest.mark.parametrize("text", ["", "1.2.3", "4GB", "Gi", "1e99999", "x" * 100, "1 Gi"])
+def test_bad_quantities(text: str) -> None:
+    with pytest.raises(QuantityError):
+        parse(text)
+
+
+def test_rounding_as_upstream() -> None:
+    assert value(parse("1200m")) == 2
+    assert mebibytes(parse("1")) == 1
+    assert mebibytes(parse("4Gi")) == 4096
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"runtimeClassName": "kata-remote", "containers": []},
+     {"runtimeClassName": "kata-remote", "containers": "x"},
+     {"runtimeClassName": "kata-remote", "containers": [{"resources": {"requests": {"cpu": "lots"}}}]},
+     {"runtimeClassName": "kata-remote", "containers": [{"resources": {"limits": {"memory": ["1"]}}}]},
+     {"runtimeClassName": "kata-remote", "containers": [{"resources": []}]}],
+)  # fmt: skip
+def test_bad_pods_are_typed_errors(spec: dict[str, Any]) -> None:
+    with pytest.raises(PodError):
+        mutation({"spec": spec}, SETTINGS)
+
+
+# The HTTPS endpoint
+
+
+@pytest.fixture
+def ca() -> ClusterCA:
+    return ClusterCA.create()
+
+
+def _review(obj: object, uid: str = "u-1") -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": uid, "object": obj},
+    }
+
+
+async def test_admission_over_https(tmp_path: Path, ca: ClusterCA) -> None:
+    certs = ca.write_pair(tmp_path / "certs", "peer-pods-webhook-webhook-service", ["127.0.0.1"])
+    client_tls = ssl.create_default_context(cadata=ca.pem.decode())
+    pod = {"kind": "Pod", "metadata": {}, "spec": CASES[0]["spec"]}
+    async with (
+        serving(SETTINGS, ServingCertificate(certs), "127.0.0.1", 0, "127.0.0.1", 0) as (port, probe),
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"https://127.0.0.1:{port}/mutate-v1-pod"
+        async with http.post(url, json=_review(pod), ssl=client_tls) as reply:
+            assert reply.status == 200
+            answer = await reply.json()
+        response = answer["response"]
+        assert answer["kind"] == "AdmissionReview" and answer["apiVersion"] == "admission.k8s.io/v1"
+        assert (
+            response["uid"] == "u-1" and response["allowed"] is True and response["patchType"] == "JSONPatch"
+        )
+        mutated = apply_patch(pod, json.loads(base64.b64decode(response["patch"])))
+        assert mutated["metadata"]["annotations"] == {CPU_ANNOTATION: "3", MEMORY_ANNOTATION: "5120"}
+        assert GPU_ANNOTATION not in mutated["metadata"]["annotations"]
+
+        other = {"kind": "Pod", "spec": {"containers": [{"name": "c"}]}}
+        async with http.post(url, json=_review(other), ssl=client_tls) as reply:
+            assert (await reply.json())["response"] == {"uid": "u-1", "allowed": True}
+
+        bad = {"kind": "Pod", "spec": {"runtimeClassName": "kata-remote", "containers": []}}
+        async with http.post(url, json=_review(bad), ssl=client_tls) as reply:
+            refused = (await reply.json())["response"]
+        assert refused["allowed"] is False and refused["status"] == {
+            "code": 400,
+            "message": "the pod has no containers",
+        }
+
+        for body in (b"not json", b"[" * 100_000, json.dumps({"kind": "AdmissionReview"}).encode()):
+            async with http.post(url, data=body, ssl=client_tls) as reply:
+                assert reply.status == 400
+
+        async with http.get(f"http://127.0.0.1:{probe}/healthz") as reply:
+            assert reply.status == 200
+
+
+async def test_renewed_certificate_is_served_without_restart(tmp_path: Path, ca: ClusterCA) -> None:
+    certs = ca.write_pair(tmp_path / "certs", "first", ["127.0.0.1"])
+    certificate = ServingCertificate(certs)
+    async with serving(SETTINGS, certificate, "127.0.0.1", 0, "127.0.0.1", 0) as (port, _):
+        assert await _served_name(port, ca) == "first"
+        ca.write_pair(certs, "second", ["127.0.0.1"])
+        assert certificate.reload()
+        assert await _served_name(port, ca) == "second"
+
+
+async def _served_name(port: int, ca: ClusterCA) -> str:
+    context = ssl.create_default_context(cadata=ca.pem.decode())
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    peer = writer.get_extra_info("peercert")
+    writer.close()
+    return str(dict(x[0] for x in peer["subject"])["commonName"])
+
+
+def test_unusable_certificate_or_profile(tmp_path: Path, ca: ClusterCA) -> None:
+    with pytest.raises(CertificateError, match="cannot read"):
+        ServingCertificate(tmp_path)
+    certs = ca.write_pair(tmp_path / "c", "x", ["127.0.0.1"])
+    (certs / "tls.key").write_text("junk")
+    with pytest.raises(CertificateError, match="cannot load"):
+        ServingCertificate(certs)
+    with pytest.raises(CertificateError, match="VersionTLS13"):
+        ServingCertificate(certs, "VersionTLS13", ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"])
