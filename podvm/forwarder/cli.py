@@ -38,7 +38,12 @@ def parser() -> argparse.ArgumentParser:
         default="/run/netns/podns",
         help="network namespace containers join (empty: leave the OCI spec alone)",
     )
-    p.add_argument("-disable-tls", "--disable-tls", action="store_true", help="plain TCP (testing only)")
+    p.add_argument(
+        "-disable-tls",
+        "--disable-tls",
+        action="store_true",
+        help="refused: the Kata agent API is never served without mutual TLS",
+    )
     p.add_argument(
         "-tls-skip-verify",
         "--tls-skip-verify",
@@ -89,10 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = ForwarderConfig.load(Path(args.config))
         network = PodNetwork.from_document(config.pod_network) if config.pod_network else None
-        tls = None
-        if not args.disable_tls:
-            cert, key, client_ca = tls_from(args, config)
-            tls = server_context(cert, key, client_ca, config.tls_min_version, config.tls_cipher_suites)
+        if args.disable_tls:
+            # Plain TCP would let anyone who reaches the pod VM run commands in its containers, and
+            # the adaptor never speaks it (its own -disable-tls is refused too).
+            raise ForwarderConfigError(
+                "-disable-tls is refused: the agent API is only served over mutual TLS"
+            )
+        cert, key, client_ca = tls_from(args, config)
+        tls = server_context(cert, key, client_ca, config.tls_min_version, config.tls_cipher_suites)
     except (ForwarderConfigError, PodNetworkError, TunnelTLSError, OSError) as exc:
         log.error("%s", exc)
         sys.exit(2)

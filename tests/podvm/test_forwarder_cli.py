@@ -45,3 +45,16 @@ def test_a_taken_listen_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and f"-listen {listen}: " in errors[0], done.stderr
     assert "-tls-skip-verify has no effect" in done.stderr
+
+
+def test_disable_tls_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "apf.json").write_text(ForwarderConfig().to_json())
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("agent-protocol-forwarder")),
+         "-config", str(tmp_path / "apf.json"), "-listen", "127.0.0.1:0", "-disable-tls"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert [line.split(" ERROR ", 1)[1] for line in done.stderr.splitlines() if " ERROR " in line] == [
+        "agent-protocol-forwarder: -disable-tls is refused: the agent API is only served over mutual TLS"
+    ]
