@@ -1,27 +1,30 @@
 """Upstream's pod network settings (the VXLAN tunnel between a pod's netns and its pod VM).
 
 They are accepted with upstream's names, defaults and rules, so an upstream DaemonSet starts
-unchanged. Until the adaptor sets the tunnel up (`adaptor.podnetwork`), pods use the pod VM's own
-network, and any value other than the default is said at start, never silently ignored.
+unchanged; `adaptor.podnetwork` builds the tunnel from them. Upstream's experimental external
+network through the pod VM is not implemented: setting it is said at start, never silently ignored.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from protocols.podnet.config import DEFAULT_VXLAN_MIN_ID, DEFAULT_VXLAN_PORT, TUNNEL_TYPES
 from providers.settings import Setting, SettingValue
 
-TUNNEL_TYPES = ("vxlan",)  # upstream registers no other
 MAX_VNI = (1 << 24) - 1
 _INTERFACE = re.compile(r"[^/\s:]{1,15}")  # Linux IFNAMSIZ - 1, no '/', ':' or blanks
 
 SETTINGS = [
     Setting("tunnel-type", "TUNNEL_TYPE", default="vxlan", help="pod network tunnel: vxlan only"),
-    Setting("vxlan-port", "VXLAN_PORT", kind=int, default=4789, help="VXLAN UDP port of the pod network"),
-    Setting("vxlan-min-id", None, kind=int, default=555000, help="first VXLAN id of the pod network"),
+    Setting("vxlan-port", "VXLAN_PORT", kind=int, default=DEFAULT_VXLAN_PORT,
+            help="VXLAN UDP port of the pod network"),
+    Setting("vxlan-min-id", None, kind=int, default=DEFAULT_VXLAN_MIN_ID,
+            help="first VXLAN id of the pod network (the lowest free one goes to each new pod)"),
     Setting("host-interface", None, default="",
             help="worker interface for pod network traffic (default: the primary one)"),
     Setting("ext-network-via-podvm", "EXTERNAL_NETWORK_VIA_PODVM", kind=bool, default=False,
@@ -34,30 +37,19 @@ SETTINGS = [
 @dataclass(frozen=True)
 class PodNetworkConfig:
     tunnel_type: str = "vxlan"
-    vxlan_port: int = 4789
-    vxlan_min_id: int = 555000
+    vxlan_port: int = DEFAULT_VXLAN_PORT
+    vxlan_min_id: int = DEFAULT_VXLAN_MIN_ID
     host_interface: str = ""
     external_network_via_podvm: bool = False
-    pod_subnet_cidrs: tuple[str, ...] = ()
+    pod_subnet_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
 
     def not_implemented(self) -> list[str]:
-        """One sentence per setting that differs from its default: none of them has an effect yet."""
-        default = PodNetworkConfig()
-        changed = [
-            f"{name}={value}"
-            for name, value, initial in (
-                ("VXLAN_PORT", self.vxlan_port, default.vxlan_port),
-                ("-vxlan-min-id", self.vxlan_min_id, default.vxlan_min_id),
-                ("-host-interface", self.host_interface, default.host_interface),
-                ("EXTERNAL_NETWORK_VIA_PODVM", self.external_network_via_podvm, False),
-                ("POD_SUBNET_CIDRS", ",".join(self.pod_subnet_cidrs), ""),
-            )
-            if value != initial
-        ]
+        """The one pod network setting that has no effect here, when set."""
+        if not self.external_network_via_podvm:
+            return []
         return [
-            f"{setting} has no effect: the pod network (VXLAN tunnel) is not implemented yet; "
-            "pods use the pod VM's own network"
-            for setting in changed
+            "EXTERNAL_NETWORK_VIA_PODVM=True has no effect: external traffic through the pod VM "
+            "(experimental upstream) is not implemented; the pod's traffic goes through the worker"
         ]
 
 
@@ -65,7 +57,7 @@ def parse_pod_network(values: Mapping[str, SettingValue | None], problems: list[
     """The settings checked as upstream checks them; each problem is appended as one line."""
     tunnel_type = str(values["tunnel_type"] or "vxlan")
     if tunnel_type not in TUNNEL_TYPES:
-        problems.append(f"TUNNEL_TYPE: unknown tunnel type {tunnel_type!r} (upstream has only vxlan)")
+        problems.append(f"TUNNEL_TYPE: unknown tunnel type: {json.dumps(tunnel_type)}")  # upstream's %q
     port = int(str(values["vxlan_port"]))
     if not 1 <= port <= 65535:
         problems.append(f"VXLAN_PORT: {port} is not a UDP port (1-65535)")
@@ -76,17 +68,17 @@ def parse_pod_network(values: Mapping[str, SettingValue | None], problems: list[
     if interface and not _INTERFACE.fullmatch(interface):
         problems.append(f"-host-interface: {interface!r} is not a network interface name")
     raw_cidrs = values["pod_subnet_cidrs"]
-    cidrs = tuple(str(c) for c in raw_cidrs) if isinstance(raw_cidrs, list) else ()
-    for cidr in cidrs:
+    cidrs = []
+    for cidr in raw_cidrs if isinstance(raw_cidrs, list) else ():
         try:
-            ipaddress.ip_network(cidr, strict=False)
+            cidrs.append(ipaddress.IPv4Network(str(cidr), strict=False))
         except ValueError:
-            problems.append(f"POD_SUBNET_CIDRS: {cidr!r} is not a CIDR")
+            problems.append(f"POD_SUBNET_CIDRS: {cidr!r} is not an IPv4 CIDR")
     return PodNetworkConfig(
         tunnel_type=tunnel_type,
         vxlan_port=port,
         vxlan_min_id=min_id,
         host_interface=interface,
         external_network_via_podvm=values["ext_network_via_podvm"] is True,
-        pod_subnet_cidrs=cidrs,
+        pod_subnet_cidrs=tuple(cidrs),
     )

@@ -1,8 +1,9 @@
 """Configuration settings with upstream's names, read from flags and environment variables.
 
 Every setting has the flag name and environment variable that cloud-api-adaptor uses upstream, so
-existing deployments carry over. Flags win over the environment, the environment over defaults.
-All problems are reported together at start-up, not at the first pod.
+existing deployments carry over. Flags win over the environment, the environment over defaults, and
+an empty variable counts as unset (as upstream). All problems are reported together at start-up,
+not at the first pod.
 """
 
 from __future__ import annotations
@@ -119,8 +120,7 @@ def resolve_all(
         raw = getattr(flags, setting.dest, None) if flags is not None else None
         source = f"-{setting.flag}"
         if raw is None and setting.env and environ.get(setting.env):
-            # An empty variable counts as unset, as upstream reads them: peer-pods-cm keys are
-            # often present with "" (the chart renders every key, and the secret's empty ones).
+            # peer-pods-cm and peer-pods-secret often carry keys with "" (the chart renders them).
             raw, source = environ[setting.env], setting.env
         if raw is None:
             values[setting.dest] = setting.default
