@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
+from podvm.standin_agent.images import IMAGE_NAME_ANNOTATION, in_rootfs, pull_image
 from podvm.standin_agent.processes import Process
 from protocols.agent import AGENT_SERVICE, HEALTH_SERVICE
 from protocols.proto import agent_pb2, health_pb2, oci_pb2
@@ -47,8 +48,9 @@ class Container:
 class StandinAgent:
     """State of one pod: its containers and their processes, under `root`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cdh_socket: Path | None = None) -> None:
         self.root = root
+        self.cdh_socket = cdh_socket
         self.containers: dict[str, Container] = {}
         self.sandbox: agent_pb2.CreateSandboxRequest | None = None
         self.shutdown = asyncio.Event()
@@ -105,6 +107,9 @@ class StandinAgent:
             raise TtrpcError(Code.INVALID_ARGUMENT, "OCI spec has no process args")
         directory = self.root / "containers" / request.container_id
         directory.mkdir(parents=True, exist_ok=True)
+        image = request.OCI.Annotations.get(IMAGE_NAME_ANNOTATION)
+        if self.cdh_socket is not None and image:
+            await pull_image(self.cdh_socket, image, directory)
         self.containers[request.container_id] = Container(request.OCI, directory)
         return EMPTY
 
@@ -114,7 +119,10 @@ class StandinAgent:
             raise TtrpcError(Code.FAILED_PRECONDITION, f"container {request.container_id} already started")
         process = container.spec.Process
         container.processes[""] = await Process.spawn(
-            process.Args, process.Env, container.directory, container.network_namespace
+            in_rootfs(process.Args, container.directory),
+            process.Env,
+            container.directory,
+            container.network_namespace,
         )
         return EMPTY
 

@@ -22,12 +22,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--socket", default="/run/kata-containers/agent.sock", help="unix socket to serve on")
     p.add_argument("--root", default="/run/peerpods-standin-agent", help="where containers and files go")
+    p.add_argument("--cdh-socket", type=Path, help="pull images named by the spec through this CDH socket")
     add_logging_arguments(p)
     args = version.parse_args(p, argv)
     setup_logging(args.verbose, args.log_format)
 
     async def serve(stop: asyncio.Event) -> None:
-        agent = StandinAgent(Path(args.root))
+        agent = StandinAgent(Path(args.root), args.cdh_socket)
         server = Server(agent.services())
         await server.listen_unix(args.socket)
         log.warning("stand-in agent serving %s: this is not kata-agent", args.socket)
