@@ -107,7 +107,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         authority = TunnelAuthority.load_or_create(config.state_dir / "tls", config.tunnel_pki)
         manager = SandboxManager(config, provider, store, authority)
         await manager.reconcile()
-        server = Server(hypervisor_services(manager))
+        server = Server(hypervisor_services(manager), frame_deadline_s=config.frame_deadline_s)
         await server.listen_unix(config.socket)
     except (ProviderError, OSError, sqlite3.Error) as exc:
         await provider.teardown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import socket
@@ -13,6 +14,7 @@ from adaptor.netsettings import SETTINGS as POD_NETWORK_SETTINGS
 from adaptor.netsettings import PodNetworkConfig, parse_pod_network
 from adaptor.tunnel.authority import CustomPKI, read_custom_pki
 from protocols.initdata import InitDataError, decode_initdata
+from protocols.ttrpc.server import FRAME_DEADLINE_S
 from protocols.tunnel_tls import TunnelTLSError, check_tls_profile
 from providers.settings import ConfigError, Setting, SettingValue
 
@@ -55,9 +57,11 @@ SETTINGS = [
             help="ask pod VMs to encrypt a scratch disk for image layers"),
     Setting("probe-port", "PROBE_PORT", kind=int, default=8000,
             help="port on 127.0.0.1 for /startup, /healthz and /metrics (0: none)"),
+    Setting("frame-deadline", "PEERPODS_FRAME_DEADLINE", default="30s",
+            help="drop a hypervisor socket connection whose ttrpc frame is still incomplete after this"),
 ]  # fmt: skip
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 AUTH_JSON_LIMIT = 12288
 
@@ -125,6 +129,7 @@ class AdaptorConfig:
     pod_network: PodNetworkConfig = field(default_factory=PodNetworkConfig)
     pause_image: str = ""
     peerpods_limit_per_node: int = 10
+    frame_deadline_s: float = FRAME_DEADLINE_S
 
     @classmethod
     def from_values(cls, values: Mapping[str, SettingValue | None]) -> AdaptorConfig:
@@ -136,6 +141,15 @@ class AdaptorConfig:
         except ValueError as exc:
             problems.append(f"PROXY_TIMEOUT: {exc}")
             proxy_timeout = 0.0
+        try:
+            frame_deadline = parse_duration(str(values["frame_deadline"]))
+        except ValueError as exc:
+            problems.append(f"PEERPODS_FRAME_DEADLINE: {exc}")
+            frame_deadline = FRAME_DEADLINE_S
+        if not 0 < frame_deadline < math.inf:
+            problems.append(
+                f"PEERPODS_FRAME_DEADLINE: {values['frame_deadline']!r} is not a positive duration"
+            )
         initdata = str(values["initdata"] or "")
         if initdata:
             try:
@@ -180,6 +194,7 @@ class AdaptorConfig:
             pod_network=pod_network,
             pause_image=str(values["pause_image"] or ""),
             peerpods_limit_per_node=int(str(values["peerpods_limit_per_node"])),
+            frame_deadline_s=frame_deadline,
         )
 
     def not_implemented(self) -> list[str]:

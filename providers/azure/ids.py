@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from providers.base import InvalidRequestError
 
 # /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}[/{child type}/{child name}]...
+# Used with fullmatch (`$` would allow a trailing newline); no part holds spaces or control characters.
+_PART = r"[^/\x00-\x20\x7f]+"
 _ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/(?P<ns>[^/]+)"
-    r"/(?P<type>[^/]+)/(?P<name>[^/]+)(?P<children>(?:/[^/]+/[^/]+)*)$",
+    rf"/subscriptions/(?P<sub>{_PART})/resourceGroups/(?P<rg>{_PART})/providers/(?P<ns>{_PART})"
+    rf"/(?P<type>{_PART})/(?P<name>{_PART})(?P<children>(?:/{_PART}/{_PART})*)",
     re.IGNORECASE,
 )
-_COMMUNITY_IMAGE = re.compile(r"^/CommunityGalleries/[^/]+/Images/[^/]+(?:/Versions/[^/]+)?$", re.IGNORECASE)
+_COMMUNITY_IMAGE = re.compile(
+    rf"/CommunityGalleries/{_PART}/Images/{_PART}(?:/Versions/{_PART})?", re.IGNORECASE
+)
 
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 
@@ -40,7 +44,7 @@ class ResourceId:
 
 def parse_resource_id(text: str) -> ResourceId | None:
     """The parts of an ARM resource id, or None when `text` is not one."""
-    match = _ID.match(text.strip())
+    match = _ID.fullmatch(text.strip())
     if match is None:
         return None
     parts = match["children"].split("/")[1:]
@@ -55,7 +59,9 @@ def is_community_image(image: str) -> bool:
 def check_image_id(image: str) -> str | None:
     """Why `image` is not a usable image id (managed image, gallery image or community image), or None."""
     if is_community_image(image):
-        return None if _COMMUNITY_IMAGE.match(image) else f"malformed community gallery image id {image!r}"
+        return (
+            None if _COMMUNITY_IMAGE.fullmatch(image) else f"malformed community gallery image id {image!r}"
+        )
     if parse_resource_id(image) is None:
         return f"{image!r} is neither an ARM resource id nor a /CommunityGalleries/ image id"
     return None

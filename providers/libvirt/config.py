@@ -33,7 +33,7 @@ DEFAULT_URI = "qemu+ssh://root@192.168.122.1/system?no_verify=1"
 DEFAULT_ROOT_DISK_GIB = 10
 GIB = 1024**3
 
-_CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+_CPUSET = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")  # fullmatch: `$` allows a trailing newline
 
 SETTINGS: list[Setting] = [
     Setting("uri", "LIBVIRT_URI", str, DEFAULT_URI, help="libvirt URI"),
@@ -181,7 +181,7 @@ def parse_config(values: Mapping[str, SettingValue | None]) -> LibvirtConfig:
         problems.append(
             "LIBVIRT_DOMAIN_TYPE=qemu (software emulation) cannot run confidential VMs: set DISABLECVM=true"
         )
-    if cpuset and not _CPUSET.match(cpuset):
+    if cpuset and not _CPUSET.fullmatch(cpuset):
         problems.append(
             f"LIBVIRT_CPUSET {cpuset!r} is not a list of CPU numbers or ranges (e.g. '0,2,4,6' or '0-3')"
         )

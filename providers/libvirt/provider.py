@@ -61,7 +61,7 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 # A domain name that is also safe in volume file names; 63 characters like upstream.
-_DOMAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # fullmatch: `$` allows a trailing newline
 _LEASE = libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE
 _AGENT = libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT
 
@@ -145,7 +145,7 @@ class LibvirtProvider:
             await asyncio.to_thread(self._conn.getLibVersion)
 
     async def create_instance(self, request: CreateRequest) -> Instance:
-        if not _DOMAIN_NAME.match(request.name):
+        if not _DOMAIN_NAME.fullmatch(request.name):
             raise InvalidRequestError(
                 f"instance name {request.name!r} is not a valid domain name "
                 "(letters, digits, '.', '_' and '-', at most 63 characters)"

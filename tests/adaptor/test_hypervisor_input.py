@@ -6,6 +6,7 @@ directory, and the adaptor's log has neither a traceback nor the caller's contro
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -13,10 +14,14 @@ from pathlib import Path
 import pytest
 
 from protocols.initdata import MAX_TOML_BYTES
+from protocols.proto import hypervisor_pb2, ttrpc_pb2
+from protocols.ttrpc.envelope import encode_request
+from protocols.ttrpc.frames import MessageType, encode_frame
 from protocols.ttrpc.status import Code, TtrpcError
-from shimdriver.driver import shim_annotations
+from shimdriver.driver import HYPERVISOR, shim_annotations
 from tests.adaptor.conftest import LocalAdaptor
 from tests.adaptor.test_userdata import incompressible_toml
+from tests.ttrpc.conftest import RawPeer
 
 BAD_IDS = ["sb-1\n", "sb-2\r", "sb\x1b[31m-3", "sb\x00-4", "../sb-5"]
 
@@ -76,5 +81,27 @@ async def test_state_is_private_even_when_it_was_not(short_dir: Path) -> None:
         assert stat.S_IMODE(adaptor.state_dir.stat().st_mode) == 0o700
         for path in adaptor.state_dir.glob("sandboxes.db*"):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        await adaptor.stop()
+
+
+async def test_slow_clients_on_the_hypervisor_socket_are_dropped(short_dir: Path) -> None:
+    """A frame left incomplete past PEERPODS_FRAME_DEADLINE costs its connection; idle ones stay."""
+    adaptor = LocalAdaptor(short_dir)
+    adaptor.args += ("--frame-deadline", "200ms")
+    await adaptor.start()
+    try:
+        idle = await RawPeer.connect(adaptor.socket)
+        slow = await RawPeer.connect(adaptor.socket)
+        request = encode_request(HYPERVISOR, "Version", hypervisor_pb2.VersionRequest().SerializeToString())
+        slow.writer.write(encode_frame(1, MessageType.REQUEST, request)[:7])
+        async with asyncio.timeout(30):
+            assert await slow.reader.read() == b"", "the server kept a connection with half a frame"
+        idle.send(1, MessageType.REQUEST, request)
+        response = ttrpc_pb2.Response.FromString((await idle.receive()).payload)
+        assert hypervisor_pb2.VersionResponse.FromString(response.payload).version
+        await slow.close()
+        await idle.close()
+        assert "frame was still incomplete after 0.2s" in adaptor.log.read_text()
     finally:
         await adaptor.stop()

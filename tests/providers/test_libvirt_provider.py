@@ -302,8 +302,9 @@ async def test_missing_base_volume_is_an_invalid_request(conn: Any, make_provide
 
 
 async def test_invalid_name_or_resources_are_refused(conn: Any, make_provider: ProviderFactory) -> None:
-    with pytest.raises(InvalidRequestError, match="not a valid domain name"):
-        await make_provider().create_instance(request("../etc/passwd"))
+    for name in ("../etc/passwd", "podvm-a\n"):
+        with pytest.raises(InvalidRequestError, match="not a valid domain name"):
+            await make_provider().create_instance(request(name))
     with pytest.raises(InvalidRequestError, match="must not be negative"):
         await make_provider().create_instance(request(vcpus=-1))
     assert volume_names(conn) == {BASE, "big-base.qcow2"}

@@ -24,9 +24,7 @@ from protocols.ttrpc.server import Handler, Server, Services
 from protocols.tunnel_tls import client_context, server_context
 
 INSTANCE = "podvm-test-12345678"
-# The forwarder joins containers to this namespace and the stand-in agent enters it: one that exists
-# wherever the tests run (each container process's own), not a pod VM's /run/netns/podns.
-POD_NETNS = "/proc/self/ns/net"
+POD_NETNS = "/run/netns/podns"
 
 
 @dataclass
