@@ -75,6 +75,13 @@ def _load_chain(context: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
 
 
 def _load_ca(context: ssl.SSLContext, ca_pem: str) -> None:
+    """Trust exactly `ca_pem`, even a certificate that is not a self-signed root, as Go does.
+
+    Pod VMs are told to trust the adaptor's client certificate itself (`tls-client-ca`); when that
+    is the operator's certificate (CERT_FILE) it is issued by their CA, and OpenSSL would otherwise
+    want that CA too. Only what is given here is trusted either way.
+    """
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     try:
         context.load_verify_locations(cadata=ca_pem)
     except ssl.SSLError as exc:
