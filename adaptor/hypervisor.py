@@ -20,7 +20,8 @@ VERSION = "0.1.0"
 def hypervisor_services(manager: SandboxManager) -> Services:
     async def create_vm(request: hypervisor_pb2.CreateVMRequest, call: Call) -> Message:
         with about_sandbox(request.id, annotations=request.annotations):
-            path = manager.create_vm(request.id, dict(request.annotations), request.networkNamespacePath)
+            netns = request.networkNamespacePath
+            path = await manager.create_vm(request.id, dict(request.annotations), netns)
         return hypervisor_pb2.CreateVMResponse(agentSocketPath=path)
 
     async def start_vm(request: hypervisor_pb2.StartVMRequest, call: Call) -> Message:

@@ -12,16 +12,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from adaptor.netsettings import PodNetworkConfig
 from protocols.podnet import notrack
-from protocols.podnet.config import (
-    DEFAULT_VXLAN_MIN_ID,
-    DEFAULT_VXLAN_PORT,
-    PodNetwork,
-    PodNetworkError,
-    Route,
-)
+from protocols.podnet.config import PodNetwork, PodNetworkError, Route
 from protocols.podnet.netlink import (
     NetnsError,
     NetnsGone,
@@ -45,19 +39,7 @@ HOST_VXLAN_NAMES = tuple(f"ppvxlan{n}" for n in range(1, 6))
 POD_TUNNEL_INTERFACE = "vxlan1"
 
 
-@dataclass(frozen=True)
-class NetworkSettings:
-    """The adaptor's pod network settings (upstream's flags: -tunnel-type, -vxlan-port, ...)."""
-
-    tunnel_type: str = "vxlan"
-    vxlan_port: int = DEFAULT_VXLAN_PORT
-    vxlan_min_id: int = DEFAULT_VXLAN_MIN_ID
-    host_interface: str = ""
-    pod_subnet_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
-    external_net_via_podvm: bool = False
-
-
-def inspect(netns_path: str, settings: NetworkSettings, index: int) -> PodNetwork:
+def inspect(netns_path: str, settings: PodNetworkConfig, index: int) -> PodNetwork:
     """The `pod-network` object for the pod whose namespace is at `netns_path`; the tunnel gets
     VNI `vxlan_min_id + index`. Raises NetnsError with what is wrong (no default route, not
     exactly one IPv4 on the pod's interface, ...)."""
@@ -99,7 +81,7 @@ def inspect(netns_path: str, settings: NetworkSettings, index: int) -> PodNetwor
             vxlan_port=settings.vxlan_port,
             vxlan_id=settings.vxlan_min_id + index,
             dedicated=bool(settings.host_interface) and settings.host_interface != primary.name,
-            external_net_via_pod_vm=settings.external_net_via_podvm,
+            external_net_via_pod_vm=settings.external_network_via_podvm,
         )
     except PodNetworkError as exc:
         raise NetnsError(str(exc)) from None

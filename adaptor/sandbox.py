@@ -14,8 +14,11 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from pyroute2.netlink.exceptions import NetlinkError
+
+from adaptor import podnetwork
 from adaptor.annotations import (
     INIT_DATA,
     AnnotationError,
@@ -33,6 +36,9 @@ from adaptor.tunnel.proxy import SOCKET_NAME, AgentProxy
 from adaptor.userdata import build_user_data, initdata_for
 from protocols.cloudconfig import CloudConfigError
 from protocols.initdata import InitDataError
+from protocols.podnet.config import PodNetwork
+from protocols.podnet.netlink import NetnsError
+from protocols.podnet.notrack import IptablesError
 from protocols.ttrpc.status import Code, TtrpcError
 from providers.base import (
     CapacityError,
@@ -71,6 +77,7 @@ class SandboxManager:
         self.proxies: dict[str, AgentProxy] = {}
         self._locks: dict[str, _SandboxLock] = {}
         self._changed = asyncio.Condition()
+        self._allocating = asyncio.Lock()  # VNIs: from choosing one until the record holds it
         self._tls = authority.client_context(config.tls_min_version, config.tls_cipher_suites)
 
     @contextlib.asynccontextmanager
@@ -86,26 +93,50 @@ class SandboxManager:
             if entry.users == 0:
                 del self._locks[sandbox_id]
 
-    def _user_data(self, name: str, pod_name: str, annotations: Mapping[str, str]) -> bytes:
+    def _user_data(
+        self, name: str, pod_name: str, annotations: Mapping[str, str], pod_network: Mapping[str, Any]
+    ) -> bytes:
         server = self.authority.issue_server(name)
         initdata = initdata_for(self.config, annotations.get(INIT_DATA, ""))
-        return build_user_data(self.config, self.authority, server, pod_name, initdata)
+        return build_user_data(self.config, self.authority, server, pod_name, initdata, pod_network)
+
+    async def _inspect_pod_network(self, sandbox_id: str, netns: str) -> dict[str, Any]:
+        """apf.json's pod-network for the pod's namespace, with the lowest VNI no sandbox holds
+        (the caller holds `_allocating` until the record is stored)."""
+        if not netns:
+            return {}
+        settings = self.config.pod_network
+        taken = {record.pod_network.get("vxlan-id") for record in self.store.all() if record.id != sandbox_id}
+        index = next(i for i in range(len(taken) + 1) if settings.vxlan_min_id + i not in taken)
+        try:
+            network = await asyncio.to_thread(podnetwork.inspect, netns, settings, index)
+        except (NetnsError, NetlinkError) as exc:
+            raise TtrpcError(Code.FAILED_PRECONDITION, f"failed to inspect netns {netns}: {exc}") from None
+        return network.to_document()
 
     # CreateVM
 
-    def create_vm(self, sandbox_id: str, annotations: dict[str, str], netns: str) -> str:
+    async def create_vm(self, sandbox_id: str, annotations: dict[str, str], netns: str) -> str:
         """Record the sandbox and return its agent socket path; nothing is created in the cloud yet."""
         _check_id(sandbox_id)
-        try:
-            pod = pod_info(annotations)
-            name = instance_name(pod.name, sandbox_id)
-            # Built now only to be checked against the pod VM's limits; StartVM builds its own.
-            self._user_data(name, pod.name, annotations)
-        except (AnnotationError, InitDataError, CloudConfigError) as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
+        async with self._locked(sandbox_id), self._allocating:
+            return await self._create(sandbox_id, annotations, netns)
+
+    async def _create(self, sandbox_id: str, annotations: dict[str, str], netns: str) -> str:
         existing = self.store.get(sandbox_id)
         if existing is not None:
             return existing.socket_path
+        try:
+            pod = pod_info(annotations)
+            name = instance_name(pod.name, sandbox_id)
+        except AnnotationError as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
+        pod_network = await self._inspect_pod_network(sandbox_id, netns)
+        try:
+            # Built now only to be checked against the pod VM's limits; StartVM builds its own.
+            self._user_data(name, pod.name, annotations, pod_network)
+        except (InitDataError, CloudConfigError) as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
         directory = self.config.pods_dir / sandbox_id
         if len(str(directory / SOCKET_NAME)) > MAX_SOCKET_PATH:
             raise TtrpcError(
@@ -119,6 +150,7 @@ class SandboxManager:
             instance_name=name,
             socket_path=str(directory / SOCKET_NAME),
             netns=netns,
+            pod_network=pod_network,
             annotations=dict(annotations),
         )
         self.store.put(record)
@@ -150,7 +182,9 @@ class SandboxManager:
     async def _start(self, record: SandboxRecord, deadline_s: float | None) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        user_data = self._user_data(record.instance_name, record.pod_name, record.annotations)
+        user_data = self._user_data(
+            record.instance_name, record.pod_name, record.annotations, record.pod_network
+        )
         request = CreateRequest(record.instance_name, record.id, user_data, instance_spec(record.annotations))
         create = asyncio.ensure_future(self.provider.create_instance(request))
         try:
@@ -173,6 +207,7 @@ class SandboxManager:
         )
         await self._notify()
         log.info("sandbox %s: instance %s at %s", record.id, instance.id, record.ips[0])
+        await self._setup_pod_network(record)
         proxy = self._proxy(record)
         self.proxies[record.id] = proxy
         await proxy.start()
@@ -198,11 +233,40 @@ class SandboxManager:
         async with self._changed:
             self._changed.notify_all()
 
+    async def _setup_pod_network(self, record: SandboxRecord) -> None:
+        """Splice the pod's namespace to a VXLAN tunnel towards the instance (before the agent
+        tunnel, as upstream: the forwarder listens only once its end is up)."""
+        if not record.pod_network:
+            return
+        network = PodNetwork.from_document(record.pod_network)
+        try:
+            peer = podnetwork.tunnel_peer(network, record.ips)
+            await asyncio.to_thread(podnetwork.setup, record.netns, network, peer)
+        except (NetnsError, IptablesError, NetlinkError) as exc:
+            raise TtrpcError(
+                Code.INTERNAL, f"setting up pod network tunnel on netns {record.netns}: {exc}"
+            ) from None
+        log.info("sandbox %s: pod network %s up (VNI %d)", record.id, network.pod_ip, network.vxlan_id)
+
+    async def _teardown_pod_network(self, record: SandboxRecord) -> None:
+        """Undo `_setup_pod_network`; errors are logged, as upstream: the sandbox goes anyway."""
+        if not record.pod_network:
+            return
+        network = PodNetwork.from_document(record.pod_network)
+        peer = None
+        with contextlib.suppress(NetnsError):
+            peer = podnetwork.tunnel_peer(network, record.ips) if record.ips else None
+        try:
+            await asyncio.to_thread(podnetwork.teardown, record.netns, network, peer)
+        except (NetnsError, IptablesError, NetlinkError) as exc:
+            log.error("sandbox %s: tearing down netns %s: %s", record.id, record.netns, exc)
+
     async def _abort_start(self, sandbox_id: str, reason: str) -> None:
         proxy = self.proxies.pop(sandbox_id, None)
         if proxy is not None:
             await proxy.close()
         record = self._require(sandbox_id)
+        await self._teardown_pod_network(record)
         try:
             await self._delete_instances(record)
         except ProviderError as exc:
@@ -244,6 +308,7 @@ class SandboxManager:
                 await _shielded(self._delete_instances(record))
             except ProviderError as exc:
                 raise TtrpcError(Code.UNAVAILABLE, f"deleting instance of {sandbox_id}: {exc}") from None
+            await _shielded(self._teardown_pod_network(record))
             self.store.delete(sandbox_id)
             shutil.rmtree(Path(record.socket_path).parent, ignore_errors=True)
             log.info("sandbox %s stopped", sandbox_id)
@@ -314,9 +379,11 @@ class SandboxManager:
                     self.proxies[record.id] = proxy
                     log.info("sandbox %s resumed on %s", record.id, record.socket_path)
             elif record.state == SandboxState.STOPPING:
+                await self._teardown_pod_network(record)
                 self.store.delete(record.id)
                 shutil.rmtree(Path(record.socket_path).parent, ignore_errors=True)
             elif record.state == SandboxState.STARTING:
+                await self._teardown_pod_network(record)
                 self.store.put(
                     record.evolve(
                         state=SandboxState.FAILED,

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 
 class SandboxState(StrEnum):
@@ -34,6 +35,9 @@ class SandboxRecord:
     socket_path: str
     state: SandboxState = SandboxState.CREATED
     netns: str = ""
+    # apf.json's pod-network object (upstream's JSON) when the shim named a pod netns; its
+    # vxlan-id is how VNIs stay allocated across restarts (upstream counts from 0 again).
+    pod_network: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     instance_id: str = ""
     ips: tuple[str, ...] = ()

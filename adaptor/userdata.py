@@ -7,6 +7,9 @@ instead of a pod VM that never answers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from adaptor.config import AdaptorConfig
 from adaptor.tunnel.authority import KeyPair, TunnelAuthority
 from protocols.apf import ForwarderConfig
@@ -36,6 +39,7 @@ def build_user_data(
     server: KeyPair,
     pod_name: str,
     init_data: str,
+    pod_network: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The cloud-config text; InitDataError or CloudConfigError if the pod VM would refuse it."""
     apf = ForwarderConfig(
@@ -47,6 +51,7 @@ def build_user_data(
         tls_cipher_suites=config.tls_cipher_suites,
         pod_namespace=POD_NAMESPACE,
         pod_name=pod_name,
+        pod_network=dict(pod_network or {}),
     )
     files = [WriteFile(APF_CONFIG_PATH, apf.to_json() + "\n")]
     if config.auth_json:

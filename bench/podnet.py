@@ -20,7 +20,8 @@ from functools import partial
 
 from pyroute2 import netns
 
-from adaptor.podnetwork import NetworkSettings, inspect, setup, teardown
+from adaptor.netsettings import PodNetworkConfig
+from adaptor.podnetwork import inspect, setup, teardown
 from bench.common import percentile
 from podvm.forwarder import podnetwork as vm_side
 from protocols.podnet.config import PodNetwork
@@ -158,7 +159,7 @@ def main() -> None:
 def inspect_in(ns: str, path: str) -> PodNetwork:
     netns.pushns(ns)
     try:
-        return inspect(path, NetworkSettings(), 0)
+        return inspect(path, PodNetworkConfig(), 0)
     finally:
         netns.popns()
 

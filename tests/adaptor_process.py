@@ -25,6 +25,7 @@ class AdaptorProcess:
     provider: str = "aws"
     args: tuple[str, ...] = ()
     process: asyncio.subprocess.Process | None = None
+    netns: str = ""  # run inside this network namespace (as a worker node with its own network)
 
     @property
     def socket(self) -> Path:
@@ -50,9 +51,10 @@ class AdaptorProcess:
     async def spawn(self) -> None:
         """Start it without waiting: it validates its settings, then reconciles, then serves."""
         binary = Path(sys.executable).with_name("cloud-api-adaptor")
+        inside = ("ip", "netns", "exec", self.netns) if self.netns else ()
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                str(binary), self.provider,
+                *inside, str(binary), self.provider,
                 "--socket", str(self.socket), "--pods-dir", str(self.directory / "pods"),
                 # No HTTP endpoints unless `args` ask for them (--probe-port): tests run many at once.
                 "--state-dir", str(self.state_dir), "--probe-port", "0", *self.args,

@@ -76,8 +76,9 @@ def test_pod_network_matches_upstream_json(cni: str, index: int, golden: str) ->
         shape(net, cni)
         code = f"""
 import json
-from adaptor.podnetwork import NetworkSettings, inspect
-network = inspect({net.pods[0].path!r}, NetworkSettings(), {index})
+from adaptor.netsettings import PodNetworkConfig
+from adaptor.podnetwork import inspect
+network = inspect({net.pods[0].path!r}, PodNetworkConfig(), {index})
 print(json.dumps(network.to_document(), separators=(",", ":")))
 """
         assert python_in(net.worker, code).strip() == golden

@@ -34,8 +34,9 @@ def worker_setup(net: Topology, pod: Pod, vm: PodVM, index: int) -> dict[str, ob
     code = f"""
 import json
 from pathlib import Path
-from adaptor.podnetwork import NetworkSettings, inspect, setup, tunnel_peer
-network = inspect({pod.path!r}, NetworkSettings(), {index})
+from adaptor.netsettings import PodNetworkConfig
+from adaptor.podnetwork import inspect, setup, tunnel_peer
+network = inspect({pod.path!r}, PodNetworkConfig(), {index})
 setup({pod.path!r}, network, tunnel_peer(network, [{vm.ip!r}]))
 print(json.dumps(network.to_document()))
 """
@@ -131,10 +132,11 @@ def test_teardown_after_the_cni_deleted_the_pod_namespace_leaks_no_rule() -> Non
 def test_pod_namespace_that_does_not_exist_is_an_error_and_is_not_created() -> None:
     with topology(pods=0, vms=0) as net:
         code = """
-from adaptor.podnetwork import NetworkSettings, inspect
+from adaptor.netsettings import PodNetworkConfig
+from adaptor.podnetwork import inspect
 from protocols.podnet.netlink import NetnsGone
 try:
-    inspect("/run/netns/pp-no-such-ns", NetworkSettings(), 0)
+    inspect("/run/netns/pp-no-such-ns", PodNetworkConfig(), 0)
 except NetnsGone as exc:
     print(exc)
 """
