@@ -13,7 +13,7 @@ import pytest
 
 from kbs.config import build_attestation_service
 from kbs.config import parse_config as parse_kbs_config
-from tests.verifier import vectors_dir
+from tests.verifier import sgx_builder, vectors_dir
 from verifier import options
 from verifier.api import VerifierRegistry
 from verifier.errors import VerificationError
@@ -182,3 +182,26 @@ required_vmpl = 1
     service = build_attestation_service(parse_kbs_config(toml))
     with pytest.raises(VerificationError, match="vmpl_mismatch"):
         service.verifiers.evaluate("snp", evidence, GENOA_REPORT_DATA)
+
+
+@pytest.mark.vectors
+def test_debug_refusal_per_call_on_the_real_debug_enclave(tmp_path: Path) -> None:
+    """The real SGX quote (a debug enclave) with made-up, unsigned collateral for its platform
+    served from a folder: accepted and reported as debug, then refused when a call says so."""
+    made_up = sgx_builder.made_up_collateral(
+        fmspc=bytes.fromhex("00606a000000"), sgx_svns=(4, 4, 3, 3), pce_svn=11
+    )
+    (tmp_path / "tcbInfo.json").write_bytes(made_up.tcb_info)
+    (tmp_path / "enclaveIdentity.json").write_bytes(made_up.qe_identity)
+    quote = (vectors_dir("sgx") / "occlum-quote-v3.dat").read_bytes()
+    evidence = json.dumps({"quote": base64.b64encode(quote).decode()}).encode()
+    config = {
+        "at": "2026-03-01T12:00:00Z",  # inside the made-up collateral's and the PCK chain's validity
+        "dcap_verifier": {"collateral_service": f"dir://{tmp_path}", "accept_unverified_collateral": True},
+    }
+    registry = VerifierRegistry(config)
+    claims = registry.evaluate("sgx", evidence, b"test")
+    assert claims["body"]["attributes.flags"] == "0700000000000000"
+    assert claims["collateral_signature_verified"] is False
+    with pytest.raises(VerificationError, match="debug_not_allowed"):
+        registry.evaluate("sgx", evidence, b"test", options={"dcap_verifier": {"allow_debug": False}})
