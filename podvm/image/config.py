@@ -27,6 +27,7 @@ PACKAGES = (
     "python3",
     "python3-venv",
     "iproute2",
+    "iptables",  # the pod network tunnel's NOTRACK rules
     "ca-certificates",
 )
 # Timestamps inside the image (files, file systems, pyc) are clamped to this unless overridden.
