@@ -32,10 +32,10 @@ class AnnotationError(ValueError):
     """CreateVM lacks something the adaptor needs."""
 
 
-def _count(annotations: Mapping[str, str], key: str) -> int:
-    """Upstream reads these leniently: empty or malformed means "not set" (0)."""
+def count(text: str) -> int:
+    """Upstream reads counts leniently: empty or malformed means "not set" (0)."""
     try:
-        return max(0, int(annotations.get(key, "") or 0))
+        return max(0, int(text or 0))
     except ValueError:
         return 0
 
@@ -75,9 +75,9 @@ def instance_spec(annotations: Mapping[str, str]) -> InstanceSpec:
     """What the pod asks of its VM; annotations the shim leaves empty mean the provider's defaults."""
     return InstanceSpec(
         instance_type=annotations.get(MACHINE_TYPE, ""),
-        vcpus=_count(annotations, DEFAULT_VCPUS),
-        memory_mib=_count(annotations, DEFAULT_MEMORY),
-        gpus=_count(annotations, DEFAULT_GPUS),
+        vcpus=count(annotations.get(DEFAULT_VCPUS, "")),
+        memory_mib=count(annotations.get(DEFAULT_MEMORY, "")),
+        gpus=count(annotations.get(DEFAULT_GPUS, "")),
         image=annotations.get(IMAGE, ""),
     )
 

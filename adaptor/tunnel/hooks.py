@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from adaptor.annotations import DEFAULT_GPUS, count
 from protocols.agent import AGENT_SERVICE
 from protocols.proto import agent_pb2
 from protocols.ttrpc.envelope import decode_message
 from protocols.ttrpc.relay import Interceptor
 
-GPU_ANNOTATION = "io.katacontainers.config.hypervisor.default_gpus"
 CDI_ANNOTATION = "cdi.k8s.io/peer-pods"
 CDI_ALL_GPUS = "nvidia.com/gpu=all"
 
@@ -22,7 +22,7 @@ def worker_interceptors(sandbox_id: str, gpus: int) -> Mapping[tuple[str, str], 
     async def create_container(payload: bytes) -> bytes:
         request = decode_message(agent_pb2.CreateContainerRequest, payload)
         annotations = request.OCI.Annotations
-        if gpus > 0 or int(annotations.get(GPU_ANNOTATION, "0") or 0) > 0:
+        if gpus > 0 or count(annotations.get(DEFAULT_GPUS, "")) > 0:
             annotations[CDI_ANNOTATION] = CDI_ALL_GPUS
         return request.SerializeToString()
 

@@ -173,3 +173,15 @@ async def test_calls_on_unknown_sandboxes_leave_no_lock_behind(memory_adaptor: I
     with pytest.raises(TtrpcError):
         await memory_adaptor.hypervisor.start_vm("sb-known")
     assert memory_adaptor.manager._locks == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "cdi"), [("x", False), ("", False), ("-1", False), ("0", False), ("2", True)]
+)
+async def test_container_gpu_annotation_is_read_leniently(value: str, cdi: bool) -> None:
+    """A malformed count in a container's annotations means "none", as in CreateVM's: no traceback."""
+    hook = worker_interceptors("sandbox-1", gpus=0)[(AGENT_SERVICE, "CreateContainer")]
+    spec = oci_pb2.Spec(Annotations={"io.katacontainers.config.hypervisor.default_gpus": value})
+    request = agent_pb2.CreateContainerRequest(container_id="c", OCI=spec)
+    rewritten = agent_pb2.CreateContainerRequest.FromString(await hook(request.SerializeToString()))
+    assert (CDI_ANNOTATION in rewritten.OCI.Annotations) == cdi
