@@ -49,6 +49,8 @@ class ForwarderConfig:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ForwarderConfigError(f"apf.json is not JSON: {exc}") from None
+        except RecursionError:
+            raise ForwarderConfigError("apf.json is nested too deeply") from None
         if not isinstance(document, dict):
             raise ForwarderConfigError("apf.json must hold a JSON object")
 
