@@ -7,6 +7,7 @@ import base64
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from tests.verifier import sgx_builder as b
 from tests.verifier import tdx_builder as tb
 from verifier.api import TeeSpec, VerifierRegistry
+from verifier.dcap.collateral import SGX
+from verifier.dcap.sources import source_from_config
 from verifier.dcap.verifier import DcapOptions
 from verifier.errors import VerificationError
 from verifier.service import AttestationService
@@ -237,3 +240,30 @@ def test_registered_and_appraised_by_default_cpu(pki: tb.Pki) -> None:
     assert (release["executables"], release["hardware"], release["configuration"]) == (3, 2, 3)
     debug = trust(b.FLAG_INIT | b.FLAG_DEBUG | b.FLAG_MODE64)
     assert debug["configuration"] == 36
+
+
+def test_collateral_from_a_folder_of_pcs_responses(pki: tb.Pki, tmp_path: Path) -> None:
+    """`dir://` collateral: the documents, their issuer chains and both CRLs as files; fetched when
+    the store has none, with every signature checked."""
+    raw = b.collateral(pki)
+    files = {
+        "tcbInfo.json": raw.tcb_info,
+        "enclaveIdentity.json": raw.qe_identity,
+        "tcbInfo-issuer-chain.pem": raw.tcb_info_issuer_chain,
+        "enclaveIdentity-issuer-chain.pem": raw.qe_identity_issuer_chain,
+        "pckcrl-platform.der": raw.pck_crl,
+        "pckcrl-issuer-chain.pem": raw.pck_crl_issuer_chain,
+        "rootcacrl.der": raw.root_ca_crl,
+    }
+    for name, data in files.items():
+        assert data is not None
+        (tmp_path / name).write_bytes(data)
+    source = source_from_config(f"dir://{tmp_path}", tee=SGX)
+    verifier = SgxVerifier(source=source, root=pki.root, clock=lambda: tb.NOW)
+    claims = verifier.evaluate(b.evidence(quote(pki)), REPORT_DATA)
+    assert claims["collateral_signature_verified"] is True
+    assert (claims["pck_crl_num"], claims["root_ca_crl_num"]) == (1, 1)
+    (tmp_path / "tcbInfo.json").unlink()
+    empty = SgxVerifier(source=source, root=pki.root, clock=lambda: tb.NOW)
+    with pytest.raises(VerificationError, match=r"collateral_unavailable: .* has no tcbInfo\.json"):
+        empty.evaluate(b.evidence(quote(pki)), REPORT_DATA)
