@@ -441,7 +441,7 @@ async def _retrying(call: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
 
 
 def _check_id(sandbox_id: str) -> None:
-    """Refused before the id can reach a path, the database or a log line."""
+    """Refused before the id can reach a path or a log line."""
     try:
         check_sandbox_id(sandbox_id)
     except AnnotationError as exc:
