@@ -30,7 +30,7 @@ def version_text(prog: str) -> str:
 class _PrintVersion(argparse.Action):
     """argparse's own version action reflows the text onto one line; this prints it as it is."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+    def __init__(self, option_strings: Sequence[str], dest: str) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version")
 
     def __call__(
