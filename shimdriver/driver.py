@@ -168,12 +168,14 @@ async def run_pod(
     command: list[str],
     pod_name: str = "demo",
     namespace: str = "default",
+    netns: str = "",
 ) -> PodResult:
-    """One pod's whole life, in the shim's order: create, start, health, container, output, stop."""
+    """One pod's whole life, in the shim's order: create, start, health, container, output, stop.
+    `netns` is the pod's network namespace, as the shim passes it to CreateVM."""
     timeline = Timeline()
     container_id = sandbox_id[:12] + "-c0"
     async with timeline.step("CreateVM"):
-        socket = await hypervisor.create_vm(sandbox_id, shim_annotations(pod_name, namespace))
+        socket = await hypervisor.create_vm(sandbox_id, shim_annotations(pod_name, namespace), netns)
     try:
         async with timeline.step("StartVM (instance + tunnel)"):
             await hypervisor.start_vm(sandbox_id)

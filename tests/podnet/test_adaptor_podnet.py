@@ -5,6 +5,8 @@ CNI-made pod namespace, and a server a container runs inside the pod VM answers 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +15,8 @@ from pathlib import Path
 from google.protobuf.empty_pb2 import Empty
 
 from protocols.proto import agent_pb2, oci_pb2
+from providers.local import LocalProvider
+from providers.local_network import DEFAULT_SUBNET, LocalNetwork
 from shimdriver.driver import AgentClient, shim_annotations
 from tests.adaptor_process import AdaptorProcess
 from tests.podnet.topology import TCP_ECHO, Pod, Topology, links, needs_netns, notrack_rules, qdiscs
@@ -34,11 +38,20 @@ async def worker(directory: Path, pods: int) -> AsyncIterator[tuple[Topology, Ad
             ("--local-dir", str(directory / "vms"), "--local-network", "netns", "--proxy-timeout", "60s"),
             netns=net.worker,
         )  # fmt: skip
-        await adaptor.start()
         try:
+            await adaptor.start()
             yield net, adaptor
         finally:
             await adaptor.stop()
+            await remove_vms(directory / "vms")
+
+
+async def remove_vms(vms: Path) -> None:
+    """Whatever local pod VMs a failed test left: their processes and namespaces."""
+    for path in vms.glob("*/instance.json"):
+        instance = json.loads(path.read_text())
+        network = LocalNetwork(ipaddress.IPv4Network(DEFAULT_SUBNET))
+        await LocalProvider(vms, instance["owner"], network).delete_instance(instance["id"])
 
 
 async def start_pod(adaptor: AdaptorProcess, pod: Pod) -> tuple[str, AgentClient]:
