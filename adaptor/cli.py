@@ -131,6 +131,9 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["help"]:  # upstream's `cloud-api-adaptor help`
+        parser().print_help()
+        sys.exit(0)
     selected = next((arg for arg in argv if not arg.startswith("-")), None)
     args = version.parse_args(parser(selected), argv)
     setup_logging(args.verbose, args.log_format)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from adaptor.cli import parser
+from adaptor.cli import main, parser
 from adaptor.config import SETTINGS, AdaptorConfig
 from protocols.tunnel_tls import CIPHER_SUITES
 from providers import registry
@@ -205,3 +205,10 @@ def test_azure_zone_is_accepted_and_said_to_have_no_effect(caplog: pytest.LogCap
         "-zone has no effect, as upstream: Azure chooses the availability zone"
     ]
     assert isinstance(provider, Provider)
+
+
+def test_help_word_as_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["help"])
+    assert done.value.code == 0
+    assert "aws" in capsys.readouterr().out
