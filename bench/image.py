@@ -66,14 +66,13 @@ def _measure(size_mib: int, repeat: int, queue: multiprocessing.Queue[tuple[int,
         with plain.open("rb") as source, cipher.open("wb") as target:
             private, public = layer.encrypt_file(source, target)
         plain.unlink()
-        results = {}
-        for name, run in (("ours", _ours), ("baseline", _baseline)):
-            times = []
-            for _ in range(repeat):
+        times: dict[str, list[float]] = {"ours": [], "baseline": []}
+        for _ in range(repeat):  # alternating, so both see the same machine state
+            for name, run in (("ours", _ours), ("baseline", _baseline)):
                 start = time.perf_counter()
                 run(cipher, private, public)
-                times.append(time.perf_counter() - start)
-            results[name] = size_mib * 1.048576 / min(times)
+                times[name].append(time.perf_counter() - start)
+        results = {name: size_mib * 1.048576 / min(samples) for name, samples in times.items()}
         queue.put(
             (
                 size_mib,
