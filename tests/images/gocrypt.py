@@ -15,7 +15,9 @@ OCICRYPT_GO = Path(sys.executable).parent / "ocicrypt-go"
 PROVIDER_NAME = "peerpods"
 
 
-def provider_config(path: Path, *, args: list[str] | None = None, grpc: str | None = None) -> Path:
+def provider_config(
+    path: Path, *, args: list[str] | None = None, grpc: str | None = None, name: str = PROVIDER_NAME
+) -> Path:
     """An ocicrypt key-provider config naming our key provider: `cmd` (this Python running
     `-m kbs.keyprovider` with `args`) or `grpc` (host:port)."""
     attrs: dict[str, object]
@@ -23,7 +25,7 @@ def provider_config(path: Path, *, args: list[str] | None = None, grpc: str | No
         attrs = {"grpc": grpc}
     else:
         attrs = {"cmd": {"path": sys.executable, "args": ["-m", "kbs.keyprovider", *(args or [])]}}
-    path.write_text(json.dumps({"key-providers": {PROVIDER_NAME: attrs}}))
+    path.write_text(json.dumps({"key-providers": {name: attrs}}))
     return path
 
 
