@@ -1,0 +1,117 @@
+"""The adaptor's calls to the Kubernetes API when it runs in a cluster (NODE_NAME set), as upstream's.
+
+- start: node owner annotation and capacity (adaptor.k8s.node); shutdown: withdrawn by the owner only;
+- StartVM: the pod's image pull secrets become the pod VM's auth.json (adaptor.k8s.pullsecrets),
+  and a PeerPod is created as soon as the instance exists (cluster.peerpod);
+- StopVM, or a failed StartVM, after the instance is deleted: the PeerPod's finalizer is released.
+
+None of these calls may fail a pod: an unreachable API server is logged and the pod goes on, as
+upstream's. The PeerPod's name is recomputed from the persisted sandbox (pod name, sandbox id), so a
+restarted adaptor releases what an earlier process created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from adaptor.k8s import node, pullsecrets
+from cluster import peerpod
+from cluster.kubeapi import ApiError, KubeClient, KubeConfig, KubeConfigError, path_segment
+
+log = logging.getLogger(__name__)
+
+# What a failed API call can raise: refused, unreachable, timed out, token unreadable.
+CALL_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError, KubeConfigError, OSError)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """What the link needs of a sandbox record (adaptor.state.SandboxRecord has these fields)."""
+
+    id: str
+    pod_name: str
+    pod_namespace: str
+    instance_id: str
+
+
+class ClusterLink:
+    def __init__(self, client: KubeClient, node_name: str, pod_uid: str, provider: str, limit: int) -> None:
+        self.client = client
+        self.node_name = node_name
+        self.pod_uid = pod_uid
+        self.provider = provider
+        self.limit = limit
+
+    @classmethod
+    def from_env(cls, provider: str, limit: int, env: Mapping[str, str] = os.environ) -> ClusterLink | None:
+        """A link when NODE_NAME is set (upstream's test for "in Kubernetes"), else None.
+
+        KubeConfigError when NODE_NAME is set but no cluster configuration is usable.
+        """
+        node_name = env.get("NODE_NAME", "")
+        if not node_name:
+            return None
+        config = KubeConfig.load(env)
+        return cls(
+            KubeClient(config),
+            node_name,
+            env.get("POD_UID", ""),
+            env.get("CLOUD_PROVIDER") or provider,
+            limit,
+        )
+
+    async def start(self) -> None:
+        try:
+            await node.claim(self.client, self.node_name, self.pod_uid, self.limit)
+        except CALL_ERRORS as exc:
+            log.error("node %s: cannot advertise peer pod capacity: %s", self.node_name, exc)
+
+    async def close(self) -> None:
+        try:
+            await node.release(self.client, self.node_name, self.pod_uid)
+        except CALL_ERRORS as exc:
+            log.error("node %s: cannot withdraw peer pod capacity: %s", self.node_name, exc)
+        await self.client.close()
+
+    async def registry_auth(self, sandbox: Sandbox) -> str | None:
+        try:
+            return await pullsecrets.registry_auth(self.client, sandbox.pod_namespace, sandbox.pod_name)
+        except CALL_ERRORS as exc:
+            log.warning("sandbox %s: image pull secrets not read: %s", sandbox.id, exc)
+            return None
+
+    async def instance_created(self, sandbox: Sandbox) -> None:
+        """Create the sandbox's PeerPod; one already there (a retried StartVM) is kept."""
+        name = peerpod.peerpod_name(sandbox.pod_name, sandbox.id)
+        pods = (
+            f"/api/v1/namespaces/{path_segment(sandbox.pod_namespace)}/pods/{path_segment(sandbox.pod_name)}"
+        )
+        try:
+            pod = await self.client.get(pods)
+            body = peerpod.new_peerpod(pod, name, sandbox.instance_id, self.provider)
+            await self.client.create(peerpod.collection(sandbox.pod_namespace), body)
+        except ApiError as exc:
+            if exc.conflict:
+                return
+            log.error("sandbox %s: failed to create PeerPod %s: %s", sandbox.id, name, exc)
+        except CALL_ERRORS as exc:
+            log.error("sandbox %s: failed to create PeerPod %s: %s", sandbox.id, name, exc)
+        else:
+            log.info("sandbox %s: PeerPod %s/%s owns instance %s", sandbox.id, sandbox.pod_namespace, name,
+                     sandbox.instance_id)  # fmt: skip
+
+    async def instance_deleted(self, sandbox: Sandbox) -> None:
+        """Release the PeerPod's finalizer: the instance is gone, garbage collection may take it."""
+        name = peerpod.peerpod_name(sandbox.pod_name, sandbox.id)
+        try:
+            released = await peerpod.remove_finalizer(self.client, sandbox.pod_namespace, name)
+        except CALL_ERRORS as exc:
+            log.error("sandbox %s: failed to release PeerPod %s: %s", sandbox.id, name, exc)
+        else:
+            if released:
+                log.info("sandbox %s: PeerPod %s/%s released", sandbox.id, sandbox.pod_namespace, name)

@@ -1,0 +1,3 @@
+{{- define "webhook.namespace" -}}
+{{- .Values.namespaceOverride | default .Release.Namespace -}}
+{{- end -}}
