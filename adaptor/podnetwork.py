@@ -19,7 +19,7 @@ from protocols.podnet.config import PodNetwork, PodNetworkError, Route
 from protocols.podnet.netlink import (
     NetnsError,
     NetnsGone,
-    create_vxlan,
+    VxlanParams,
     delete_link,
     index_of,
     ipv4_interfaces,
@@ -30,6 +30,7 @@ from protocols.podnet.netlink import (
     primary_interface,
     redirect,
     remove_redirect,
+    vxlan_into,
     vxlan_params,
 )
 
@@ -102,16 +103,11 @@ def setup(netns_path: str, network: PodNetwork, peer: ipaddress.IPv4Address) -> 
     teardown_pod_side(netns_path, network)
     notrack.add(peer, network.vxlan_port, network.vxlan_id)
     with namespace(None) as host, namespace(netns_path) as pod:
-        index, name = create_vxlan(host, HOST_VXLAN_NAMES, network.vxlan_id, peer, network.vxlan_port)
-        try:
-            host.link("set", index=index, net_ns_fd=netns_path)
-        except Exception:
-            delete_link(host, index)
-            raise
-        tunnel = index_of(pod, name)
+        params = VxlanParams(network.vxlan_id, peer, network.vxlan_port)
+        tunnel = vxlan_into(host, pod, netns_path, HOST_VXLAN_NAMES, params)
         pod_if = index_of(pod, network.interface)
-        if tunnel is None or pod_if is None:
-            raise NetnsError(f"{name} or {network.interface} missing in {netns_path} after the move")
+        if pod_if is None:
+            raise NetnsError(f"pod interface {network.interface} missing in {netns_path}")
         pod.link("set", index=tunnel, ifname=POD_TUNNEL_INTERFACE)
         pod.link("set", index=tunnel, state="up")
         redirect(pod, pod_if, tunnel)

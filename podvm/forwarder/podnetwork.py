@@ -16,12 +16,13 @@ from protocols.podnet import notrack
 from protocols.podnet.config import NUD_PERMANENT, PodNetwork
 from protocols.podnet.netlink import (
     NetnsError,
-    create_vxlan,
+    VxlanParams,
     delete_link,
     index_of,
     ipv4_interfaces,
     namespace,
     primary_interface,
+    vxlan_into,
     vxlan_params,
 )
 
@@ -62,15 +63,8 @@ def setup(network: PodNetwork, podns: str) -> None:
     worker = network.worker_node_ip.ip
     notrack.add(worker, network.vxlan_port, network.vxlan_id)
     with namespace(None) as vm, namespace(podns) as pod:
-        index, name = create_vxlan(vm, (VM_VXLAN_NAME,), network.vxlan_id, worker, network.vxlan_port)
-        try:
-            vm.link("set", index=index, net_ns_fd=podns)
-        except Exception:
-            delete_link(vm, index)
-            raise
-        link = index_of(pod, name)
-        if link is None:
-            raise NetnsError(f"{name} missing in {podns} after the move")
+        params = VxlanParams(network.vxlan_id, worker, network.vxlan_port)
+        link = vxlan_into(vm, pod, podns, (VM_VXLAN_NAME,), params)
         pod.link("set", index=link, ifname=network.interface)
         pod.link("set", index=link, address=network.pod_hw_addr, mtu=network.pod_mtu)
         address, prefixlen = str(network.pod_ip.ip), network.pod_ip.network.prefixlen

@@ -186,6 +186,27 @@ def create_vxlan(
     raise NetnsError(f"failed to create vxlan interface {names[-1]}: too many")
 
 
+def vxlan_into(
+    here: IPRoute,
+    target: IPRoute,
+    target_path: str,
+    names: Sequence[str],
+    params: VxlanParams,
+) -> int:
+    """A VXLAN device made in `here`'s namespace, where its UDP socket stays (the underlay), then
+    moved into the namespace at `target_path`; its index there. Nothing is left on failure."""
+    index, name = create_vxlan(here, names, params.vni, params.remote, params.port)
+    try:
+        here.link("set", index=index, net_ns_fd=target_path)
+    except Exception:
+        delete_link(here, index)
+        raise
+    moved = index_of(target, name)
+    if moved is None:
+        raise NetnsError(f"{name} missing in {target_path} after the move")
+    return moved
+
+
 @dataclass(frozen=True)
 class VxlanParams:
     vni: int
