@@ -27,7 +27,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -154,18 +154,27 @@ def _server_worker(config: str, material: SnpMaterial) -> None:
     uvloop.run(serve(parse_config(config), reuse_port=True, verifiers=material.registry()))
 
 
-def prepare(broker: Broker, tee: str, material: SnpMaterial) -> None:
+async def prepare(broker: Broker, tee: str, material: SnpMaterial) -> None:
     """Policies that release the resource to `tee`, its reference values, the resource."""
+    await broker.start()
     if tee == "sample":
         broker.attestation.set_policy("default_cpu", SAMPLE_TRUSTING_POLICY)
-        broker.policy.set(AFFIRMING_POLICY)
+        await broker.policy.set(AFFIRMING_POLICY)
     else:  # the shipped policies, with reference values for the builder's guest
         payload = base64.b64encode(json.dumps(snp_reference_values(material)).encode()).decode()
         broker.attestation.register_reference_value(
             json.dumps({"version": "0.1.0", "type": "sample", "payload": payload})
         )
-    broker.store.put(ResourcePath.parse(RESOURCE.split("/")), SECRET)
+    await broker.store.put(ResourcePath.parse(RESOURCE.split("/")), SECRET)
     broker.policy.release()
+
+
+async def _prepared(broker: Broker, tee: str, material: SnpMaterial) -> None:
+    """`prepare`, then the broker's storage closed (its workers open their own)."""
+    try:
+        await prepare(broker, tee, material)
+    finally:
+        await broker.close()
 
 
 def snp_reference_values(material: SnpMaterial) -> dict[str, Any]:
@@ -310,7 +319,7 @@ def run(
         config = config_text(Path(scratch) / "storage", admin.path, sockets=f"127.0.0.1:{port}")
         # Policies, reference values and the resource go into the shared storage before the workers
         # start (the workers would also see them if set later).
-        prepare(build_broker(parse_config(config), material.registry()), tee, material)
+        asyncio.run(_prepared(build_broker(parse_config(config), material.registry()), tee, material))
         servers = [context.Process(target=_server_worker, args=(config, material)) for _ in range(workers)]
         for server in servers:
             server.start()
@@ -381,20 +390,35 @@ def _time(work: Callable[[], object], iterations: int) -> float:
     return (time.process_time() - start) / iterations
 
 
+async def _atime(work: Callable[[], Awaitable[object]], iterations: int) -> float:
+    """CPU seconds per awaited call of `work`."""
+    start = time.process_time()
+    for _ in range(iterations):
+        await work()
+    return (time.process_time() - start) / iterations
+
+
 def breakdown(tee: str, material: SnpMaterial, iterations: int) -> list[tuple[str, float]]:
     """Seconds per step of one handshake, measured on the real objects of one KBS."""
     with tempfile.TemporaryDirectory(prefix="kbs-bench-") as scratch:
         admin = AdminKey.create(Path(scratch))
         broker = build_broker(parse_config(config_text(Path(scratch) / "s", admin.path)), material.registry())
-        prepare(broker, tee, material)
-        return asyncio.run(_breakdown(broker, tee, EvidenceBuilder(tee, material), iterations))
+        return asyncio.run(_breakdown(broker, tee, material, iterations))
 
 
-async def _breakdown(broker: Broker, tee: str, build: EvidenceBuilder, n: int) -> list[tuple[str, float]]:
+async def _breakdown(broker: Broker, tee: str, material: SnpMaterial, n: int) -> list[tuple[str, float]]:
+    await prepare(broker, tee, material)
+    try:
+        return await _steps(broker, tee, EvidenceBuilder(tee, material), n)
+    finally:
+        await broker.close()
+
+
+async def _steps(broker: Broker, tee: str, build: EvidenceBuilder, n: int) -> list[tuple[str, float]]:
     key = ec.generate_private_key(ec.SECP256R1())
     tee_pubkey = kbs.tee_pubkey_of(key.public_key())
     request = kbs.Request(tee).to_json()
-    challenge, session = broker.auth(request)
+    challenge, session = await broker.auth(request)
     digest = kbs.runtime_data_digest(kbs.runtime_data_claims(challenge.nonce, tee_pubkey, ""))
     evidence = build(digest)
     body = attestation_body(challenge.nonce, tee_pubkey, evidence)
@@ -405,7 +429,7 @@ async def _breakdown(broker: Broker, tee: str, build: EvidenceBuilder, n: int) -
 
     async def attest_fresh() -> tuple[str, str]:
         """A new session attested: (session id, token)."""
-        _, fresh = broker.auth(request)
+        _, fresh = await broker.auth(request)
         digest = kbs.runtime_data_digest(kbs.runtime_data_claims(fresh.nonce, tee_pubkey, ""))
         token, _ = await broker.attest(fresh.id, attestation_body(fresh.nonce, tee_pubkey, build(digest)))
         return fresh.id, token
@@ -441,14 +465,14 @@ async def _breakdown(broker: Broker, tee: str, build: EvidenceBuilder, n: int) -
         ),
         n,
     )
-    auth = _time(lambda: broker.auth(request), n)
+    auth = await _atime(lambda: broker.auth(request), n)
     parse = _time(lambda: kbs.parse_attestation(body), n)
     verify = _time(
         lambda: verifier.evaluate(evidence, kbs.report_data(digest) if tee != "sample" else digest), n
     )
     attest_with_auth = await attests()
     token_check = await first_token_reads()
-    policy = _time(lambda: broker.policy.allows(verified.claims, data), n)
+    policy = await _atime(lambda: broker.policy.allows(verified.claims, data), n)
     jwe = _time(lambda: encrypt(SECRET, verified.tee_pubkey), n)
     resource = await resources()
     attest = attest_with_auth - client_evidence - client_binding - auth

@@ -11,10 +11,11 @@ outside the prefix. `kbs.httpserver` serves this application.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
 
 from aiohttp import web
@@ -105,7 +106,7 @@ async def kbs_api(request: web.Request) -> web.StreamResponse:
     parts = rest.split("/") if rest else []
     method = request.method
     if name == "auth" and method == "POST":
-        challenge, session = broker.auth(await _body(request))
+        challenge, session = await broker.auth(await _body(request))
         response = web.Response(body=challenge.to_json(), content_type=JSON)
         _set_session_cookie(response, session)
         return response
@@ -168,9 +169,23 @@ def make_app(
     app.router.add_route("*", API_PREFIX + "/{path:.*}", kbs_api)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    app.on_cleanup.append(_release_policy_engines)
+    app.cleanup_ctx.append(_broker_lifetime)
     return app
 
 
-async def _release_policy_engines(app: web.Application) -> None:
-    app[BROKER_KEY].policy.release()
+async def _broker_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """The broker's storage loaded before the first request, its session sweeper running while
+    the application serves; on the way out the policy engines are released on this thread and the
+    storage is closed."""
+    broker = app[BROKER_KEY]
+    await broker.start()
+    sweeper = asyncio.create_task(broker.sweeper.run()) if broker.sweeper is not None else None
+    try:
+        yield
+    finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        broker.policy.release()
+        await broker.close()

@@ -13,7 +13,7 @@ import base64
 import functools
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,8 +25,16 @@ from kbs.errors import KbsError
 from kbs.jwe import JweError, check_key, encrypt
 from kbs.metrics import KbsMetrics
 from kbs.policy import POLICY_ID, ResourcePolicy, ResourcePolicyError
-from kbs.sessions import Session, SessionStore, SessionStoreError
-from kbs.store import InvalidResourcePath, ResourceNotFound, ResourcePath, ResourceStore, StoreError
+from kbs.sessions import Session, SessionStore, Sweeper
+from kbs.storage import StorageError, StorageFactory, StorageUnavailable
+from kbs.store import (
+    AsyncResourceStore,
+    InvalidResourcePath,
+    ResourceNotFound,
+    ResourcePath,
+    StoreError,
+    StoreUnavailable,
+)
 from kbs.token import TokenError, TokenVerifier, VerifiedToken
 from protocols.kbs import (
     NONCE_BYTES,
@@ -69,14 +77,24 @@ class Broker:
     sessions: SessionStore
     tokens: TokenVerifier
     policy: ResourcePolicy
-    store: ResourceStore
+    store: AsyncResourceStore
     admin: AdminAuth
     metrics: KbsMetrics
     policy_ids: Sequence[str] = ("default",)
+    storage: StorageFactory | None = None  # what opened the sessions', policy's and store's namespaces
+    sweeper: Sweeper | None = None
+
+    async def start(self) -> None:
+        """What needs the storage before the first request: the resource policy stored and checked."""
+        await self.policy.load()
+
+    async def close(self) -> None:
+        if self.storage is not None:
+            await self.storage.close()
 
     # ---- RCAR
 
-    def auth(self, body: bytes) -> tuple[Challenge, Session]:
+    async def auth(self, body: bytes) -> tuple[Challenge, Session]:
         """`POST /auth`: a fresh 32-byte nonce in a new session."""
         self.metrics.auth_requests.inc()
         try:
@@ -86,7 +104,7 @@ class Broker:
             self.metrics.auth_errors.inc()
             raise errors.attestation_error("Auth", str(exc)) from None
         challenge = Challenge(nonce=base64.b64encode(secrets.token_bytes(NONCE_BYTES)).decode("ascii"))
-        session = self._sessions(lambda: self.sessions.create(request.tee, challenge.nonce), "Auth")
+        session = await self._sessions(self.sessions.create(request.tee, challenge.nonce), "Auth")
         self.metrics.auth_successes.inc()
         return challenge, session
 
@@ -109,7 +127,7 @@ class Broker:
             attestation = parse_attestation(body)
         except KbsProtocolError as exc:
             raise refuse(f"deserialize Attestation: {exc}") from None
-        session = self._sessions(lambda: self.sessions.get(session_id), "Attest")
+        session = await self._sessions(self.sessions.get(session_id), "Attest")
         if session is None:
             raise refuse("session not found or expired")
         if session.token is not None:  # upstream: an attested session answers with its token again
@@ -135,8 +153,8 @@ class Broker:
             self.metrics.attestation_failures.labels(session.tee).inc()
             raise refuse(f"the attestation token cannot be used: {exc}") from None
         self.metrics.attestation_successes.labels(session.tee).inc()
-        if not self._sessions(lambda: self.sessions.attest(session.id, token), "Attest"):
-            current = self._sessions(lambda: self.sessions.get(session.id), "Attest")
+        if not await self._sessions(self.sessions.attest(session, token), "Attest"):
+            current = await self._sessions(self.sessions.get(session.id), "Attest")
             if current is None or current.token is None:
                 raise refuse("session expired during attestation")
             token = current.token  # a concurrent /attest on this session won; keep one token
@@ -182,20 +200,25 @@ class Broker:
         return requests
 
     @staticmethod
-    def _sessions(call: Callable[[], _T], stage: str) -> _T:
+    async def _sessions(call: Awaitable[_T], stage: str) -> _T:
         try:
-            return call()
-        except SessionStoreError as exc:
-            log.error("session store failure: %s", exc)
+            return await call
+        except StorageUnavailable as exc:
+            log.error("session storage unavailable: %s", exc)
+            raise errors.storage_unavailable(
+                errors.attestation_error(stage, "Session storage unavailable")
+            ) from None
+        except StorageError as exc:
+            log.error("session storage failure: %s", exc)
             raise errors.attestation_error(stage, "Session storage error") from None
 
     # ---- resources
 
-    def _token(self, session_id: str | None, authorization: str | None) -> VerifiedToken:
+    async def _token(self, session_id: str | None, authorization: str | None) -> VerifiedToken:
         """The token of an attested session, else the verified token of `Authorization: Bearer`."""
         try:
             if session_id:
-                session = self._sessions(lambda: self.sessions.get(session_id), "Attest")
+                session = await self._sessions(self.sessions.get(session_id), "Attest")
                 if session is not None and session.token is not None:
                     return self.tokens.stored(session.token)
             scheme, _, value = (authorization or "").partition(" ")
@@ -213,13 +236,18 @@ class Broker:
         authorization: str | None,
     ) -> bytes:
         """`GET /resource/<repo>/<type>/<tag>`: the resource as a JWE for the token's TEE key."""
-        verified = self._token(session_id, authorization)
+        verified = await self._token(session_id, authorization)
         path = _resource_path(parts)
         data = {"plugin": "resource", "resource-path": list(parts), "query": dict(query)}
         self.metrics.policy_evals.inc()
         try:
-            allowed = self.policy.allows(verified.claims, data)
-        except ResourcePolicyError as exc:
+            allowed = await self.policy.allows(verified.claims, data)
+        except StorageUnavailable as exc:
+            log.error("resource policy storage unavailable: %s", exc)
+            raise errors.storage_unavailable(
+                errors.plugin_error("resource policy storage unavailable")
+            ) from None
+        except (ResourcePolicyError, StorageError) as exc:
             self.metrics.policy_errors.inc()
             log.warning("resource policy: %s", exc)
             allowed = False
@@ -227,7 +255,7 @@ class Broker:
             self.metrics.policy_violations.inc()
             raise errors.policy_deny()
         self.metrics.policy_approvals.inc()
-        resource = await self._store(self.store.get, path, read=True)
+        resource = await self._store(self.store.get(path))
         self.metrics.resource_reads.labels(str(path)).inc()
         try:
             return encrypt(resource, verified.tee_pubkey).to_json()
@@ -237,21 +265,22 @@ class Broker:
     async def set_resource(self, admin: AdminRequest, parts: Sequence[str], body: bytes) -> None:
         self._admin(admin, "resource")
         path = _resource_path(parts)
-        await self._store(self.store.put, path, body)
+        await self._store(self.store.put(path, body))
         self.metrics.resource_writes.labels(str(path)).inc()
 
     async def delete_resource(self, admin: AdminRequest, parts: Sequence[str]) -> None:
         self._admin(admin, "resource")
-        await self._store(self.store.delete, _resource_path(parts))
+        await self._store(self.store.delete(_resource_path(parts)))
 
-    async def _store(self, call: Callable[..., _T], *args: Any, read: bool = False) -> _T:
-        """Reads from an inline store run on the loop; writes (fsync) and remote stores in a thread."""
+    @staticmethod
+    async def _store(call: Awaitable[_T]) -> _T:
         try:
-            if read and self.store.inline:
-                return call(*args)
-            return await asyncio.to_thread(call, *args)
+            return await call
         except ResourceNotFound as exc:
             raise errors.plugin_error(str(exc)) from None
+        except StoreUnavailable as exc:
+            log.error("resource store unavailable: %s", exc)
+            raise errors.storage_unavailable(errors.plugin_error("resource storage unavailable")) from None
         except StoreError as exc:
             log.error("resource store: %s", exc)
             raise errors.plugin_error(str(exc)) from None
@@ -305,8 +334,13 @@ class Broker:
         except (KbsProtocolError, UnicodeDecodeError) as exc:
             raise refuse(f"Failed to decode policy: {exc}") from None
         try:
-            await asyncio.to_thread(self.policy.set, text)  # its compile check may take seconds
-        except ResourcePolicyError as exc:
+            await self.policy.set(text)
+        except StorageUnavailable as exc:
+            log.error("resource policy storage unavailable: %s", exc)
+            raise errors.storage_unavailable(
+                KbsError("PolicyEngineError", "Policy engine error: storage unavailable")
+            ) from None
+        except (ResourcePolicyError, StorageError) as exc:
             raise KbsError("PolicyEngineError", f"Policy engine error: {exc}") from None
 
     def list_resource_policies(self, admin: AdminRequest) -> list[str]:

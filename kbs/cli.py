@@ -27,6 +27,8 @@ from aiohttp import web
 from kbs.config import KbsConfig, KbsConfigError, build_broker, load_config
 from kbs.httpserver import make_runner
 from kbs.metrics import MULTIPROCESS_ENV
+from kbs.policy import ResourcePolicyError
+from kbs.storage import StorageError
 from protocols import version
 from verifier.api import VerifierRegistry
 
@@ -84,7 +86,10 @@ async def serve(
         idle_timeout=config.http.idle_timeout,
         body_timeout=config.http.body_timeout,
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # loads the broker's storage
+    except (ResourcePolicyError, StorageError) as exc:
+        raise StartError(str(exc)) from None
     try:
         context = _ssl_context(config)
         for socket in config.http.sockets:
@@ -102,8 +107,7 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
-        await runner.cleanup()
-        broker.sessions.close()
+        await runner.cleanup()  # closes the broker's storage too
 
 
 def _run(config: KbsConfig, reuse_port: bool) -> None:

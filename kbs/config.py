@@ -5,21 +5,25 @@ Sections used: `[http_server]` (`sockets`, `insecure_http`, `private_key`, `cert
 seconds), `[attestation_token]` (`trusted_jwk_sets`, `trusted_certs_paths`, `extra_teekey_paths`,
 `insecure_header_jwk`), `[attestation_service]` (`type = "coco_as_builtin"` only, `timeout` minutes;
 `attestation_token_broker`, `rvps_config`, `verifier_config`, `work_dir` as the attestation
-service's own configuration), `[storage_backend]`
-(`storage_type = "Memory" | "LocalFs"`, `backends.local_fs.dir_path`), top-level
-`session_storage_type` (the sessions' own storage type, the backends' settings shared, as upstream),
+service's own configuration), `[storage_backend]` (`storage_type = "Memory" | "LocalFs" |
+"LocalJson" | "Postgres" | "Redis"`, `backends.local_fs.dir_path`, `backends.local_json.file_dir_path`,
+`backends.postgres.{db,username,password,port,host}`, `backends.redis.url`; `POSTGRES_URL` and
+`REDIS_URL` take precedence, as upstream), top-level `session_storage_type` (the sessions' own
+storage type, the backends' settings shared, as upstream),
 `[[plugins]]` (`name = "resource"`, `storage_backend_type = "KvStorage"` (the storage backend) or
 `"Aws"` (upstream's: read-only, the tag is the SecretId); or this KBS's `type = "kvstorage" |
 "AwsSecretsManager"` (read-write, `region`, `endpoint_url`, `secret_prefix`, `kms_key_id`)) and
 `[admin]` (see `kbs.admin`).
 
-With `LocalFs` everything replicas must share lives under `dir_path`: `repository/` (resources),
-`kbs/resource-policy.rego`, `kbs_protocol_session.sqlite3`, `attestation-service/` (attestation
-policies, reference values) and, unless a signer is configured, `token-signer.pem`, the attestation
-token key created by the first replica to start, so every replica trusts every replica's tokens.
-`Memory` keeps all of it in one process, so it allows one worker only. Sessions, resources, the
-resource policy, attestation policies and reference values are re-read on use when they changed, so a
-change through one replica holds on all of them at their next request.
+Namespaces (`kbs.storage`): `kbs` (the resource policy), `kbs_protocol_session` (sessions) and, with
+the `KvStorage` resource plugin, `repository` (resources) live in the configured backend. With
+`LocalFs` the resources keep the classic tree `<dir_path>/repository/<repo>/<type>/<tag>` (upstream's
+flat file names cannot hold its longest resource paths), and the built-in attestation service keeps
+its policies and reference values in `attestation-service/`, and, unless a signer is configured,
+`token-signer.pem`, the attestation token key created by the first replica to start, so every replica
+trusts every replica's tokens. `Memory` keeps all of it in one process, so it allows one worker
+only. Everything is read from the storage at use, so a change through one replica holds on all of
+them at their next request.
 
 Keys are checked (`kbs.config_schema`): an unknown key is an error naming the closest known one, and
 upstream values this KBS does not have (Redis sessions, a Vault backend, a TLS profile) are errors
@@ -44,8 +48,17 @@ from kbs.broker import Broker
 from kbs.config_schema import KBS_CONFIG
 from kbs.metrics import KbsMetrics
 from kbs.policy import ResourcePolicy, ResourcePolicyError
-from kbs.sessions import SessionStore, SessionStoreError
-from kbs.store import FileResourceStore, MemoryResourceStore, ResourceStore, StoreError
+from kbs.sessions import SessionStore, Sweeper
+from kbs.storage import KBS, REPOSITORY, SESSIONS, StorageError, StorageFactory, StorageSettings, storage_type
+from kbs.storage.factory import LOCAL_FS, LOCAL_JSON, MEMORY
+from kbs.store import (
+    AsyncResourceStore,
+    FileResourceStore,
+    KvResourceStore,
+    MemoryResourceStore,
+    StoreError,
+    ThreadedResourceStore,
+)
 from kbs.token import TokenError, TokenSettings, TokenVerifier, own_keys_of
 from protocols.atomicfile import temp_name
 from protocols.strictconfig import StrictConfigError, check_keys
@@ -54,11 +67,7 @@ from verifier.server import config as as_config
 from verifier.service import AttestationService
 
 DEFAULT_SOCKET = "127.0.0.1:8080"
-MEMORY, LOCAL_FS = "Memory", "LocalFs"
 SIGNER_FILE = "token-signer.pem"
-# upstream's storage type names (and serde aliases) -> what this KBS has
-STORAGE_TYPES = {"Memory": MEMORY, "memory": MEMORY, "LocalFs": LOCAL_FS, "local_fs": LOCAL_FS}
-UPSTREAM_ONLY_STORAGE = ("LocalJson", "local_json", "Postgres", "postgres", "Redis", "redis")
 # resource plugin backends: upstream's `storage_backend_type` values and this KBS's `type` values
 KVSTORAGE, AWS_SECRETS_MANAGER, AWS_BY_TAG = "kvstorage", "AwsSecretsManager", "Aws"
 RESOURCE_BACKENDS = {
@@ -98,12 +107,16 @@ class KbsConfig:
     token: TokenSettings
     attestation_service: dict[str, Any]
     session_timeout_min: int
-    storage_type: str
-    storage_dir: Path | None
-    session_dir: Path | None  # None: sessions in memory
+    storage: StorageSettings
     resource_plugin: dict[str, Any]
     resource_backend: str
     admin: dict[str, Any]
+
+    @property
+    def storage_dir(self) -> Path | None:
+        """The LocalFs directory when everything is stored there (what the built-in attestation
+        service and the shared token signing key use); None otherwise."""
+        return self.storage.local_fs if self.storage.type == LOCAL_FS else None
 
 
 def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
@@ -135,14 +148,10 @@ def _optional_path(doc: dict[str, Any], key: str, where: str) -> Path | None:
 
 
 def _storage_kind(value: Any, where: str) -> str:
-    kind = STORAGE_TYPES.get(value) if isinstance(value, str) else None
-    if kind is not None:
-        return kind
-    if value in UPSTREAM_ONLY_STORAGE:
-        raise KbsConfigError(
-            f"{where} {value!r} is upstream's but not available here ({MEMORY} or {LOCAL_FS})"
-        )
-    raise KbsConfigError(f"{where} {str(value)[:40]!r} is not a storage type ({MEMORY} or {LOCAL_FS})")
+    try:
+        return storage_type(value, where)
+    except StorageError as exc:
+        raise KbsConfigError(str(exc)) from None
 
 
 def _resource_backend(plugin: dict[str, Any]) -> str:
@@ -221,18 +230,11 @@ def parse_config(text: str, source: str = "configuration") -> KbsConfig:
             f"attestation_service.type {str(kind)[:40]!r} is not supported (coco_as_builtin)"
         )
     timeout = _get(service, "timeout", int, 5, "attestation_service")
-    storage = _table(doc, "storage_backend")
-    storage_type = _storage_kind(storage.get("storage_type", MEMORY), "storage_backend.storage_type")
-    # upstream's session_storage_type: the sessions' own type, the backends' settings shared
-    session_type = _storage_kind(doc.get("session_storage_type", storage_type), "session_storage_type")
-    local_fs = _table(_table(storage, "backends"), "local_fs")
-    storage_dir = _optional_path(local_fs, "dir_path", "storage_backend.backends.local_fs")
-    if LOCAL_FS in (storage_type, session_type) and storage_dir is None:
-        raise KbsConfigError("storage type LocalFs needs storage_backend.backends.local_fs.dir_path")
-    if MEMORY in (storage_type, session_type) and http.worker_count > 1:
+    storage = _storage_settings(doc)
+    if not storage.shared and http.worker_count > 1:
         raise KbsConfigError(
-            "worker_count > 1 needs storage_type = LocalFs (session_storage_type too, if set):"
-            " workers share them there"
+            "worker_count > 1 needs storage_type LocalFs, LocalJson, Postgres or Redis, which workers"
+            " share (session_storage_type too, if set)"
         )
     plugins = doc.get("plugins", [])
     resource = next((p for p in plugins if p.get("name") == "resource"), {"name": "resource"})
@@ -241,12 +243,39 @@ def parse_config(text: str, source: str = "configuration") -> KbsConfig:
         token=token,
         attestation_service=service,
         session_timeout_min=timeout,
-        storage_type=storage_type,
-        storage_dir=storage_dir if storage_type == LOCAL_FS else None,
-        session_dir=storage_dir if session_type == LOCAL_FS else None,
+        storage=storage,
         resource_plugin=resource,
         resource_backend=_resource_backend(resource),
         admin=_table(doc, "admin"),
+    )
+
+
+def _storage_settings(doc: dict[str, Any]) -> StorageSettings:
+    """`[storage_backend]` and upstream's top-level `session_storage_type` (the sessions' own type,
+    the backends' settings shared)."""
+    storage = _table(doc, "storage_backend")
+    kind = _storage_kind(storage.get("storage_type", MEMORY), "storage_backend.storage_type")
+    session_type = _storage_kind(doc.get("session_storage_type", kind), "session_storage_type")
+    backends = _table(storage, "backends")
+    where = "storage_backend.backends"
+    local_fs = _optional_path(_table(backends, "local_fs"), "dir_path", f"{where}.local_fs")
+    local_json = _optional_path(_table(backends, "local_json"), "file_dir_path", f"{where}.local_json")
+    if LOCAL_FS in (kind, session_type) and local_fs is None:
+        raise KbsConfigError(f"storage type LocalFs needs {where}.local_fs.dir_path")
+    if LOCAL_JSON in (kind, session_type) and local_json is None:
+        raise KbsConfigError(f"storage type LocalJson needs {where}.local_json.file_dir_path")
+    postgres = _table(backends, "postgres")
+    for key, kind_of in (("db", str), ("username", str), ("password", str), ("host", str), ("port", int)):
+        _get(postgres, key, kind_of, None, f"{where}.postgres")
+    redis = _table(backends, "redis")
+    _get(redis, "url", str, None, f"{where}.redis")
+    return StorageSettings(
+        type=kind,
+        session_type=session_type,
+        local_fs=local_fs or Path(),
+        local_json=local_json or Path(),
+        postgres=postgres,
+        redis=redis,
     )
 
 
@@ -308,12 +337,14 @@ def build_attestation_service(
     return service
 
 
-def build_store(config: KbsConfig) -> ResourceStore:
+def build_store(config: KbsConfig, storage: StorageFactory) -> AsyncResourceStore:
     plugin = config.resource_plugin
     if config.resource_backend == KVSTORAGE:
-        if config.storage_dir is None:
-            return MemoryResourceStore()
-        return FileResourceStore(config.storage_dir / "repository")
+        if config.storage.type == MEMORY:
+            return ThreadedResourceStore(MemoryResourceStore())
+        if config.storage.type == LOCAL_FS:
+            return ThreadedResourceStore(FileResourceStore(config.storage.local_fs / REPOSITORY))
+        return KvResourceStore(storage.open(REPOSITORY))
     import boto3  # the aws extra; only needed for these backends
 
     from kbs.store.aws import DEFAULT_PREFIX, SecretsManagerStore, TagSecretsStore
@@ -322,27 +353,29 @@ def build_store(config: KbsConfig) -> ResourceStore:
         "secretsmanager", region_name=plugin.get("region"), endpoint_url=plugin.get("endpoint_url")
     )
     if config.resource_backend == AWS_BY_TAG:
-        return TagSecretsStore(client)
-    return SecretsManagerStore(client, plugin.get("secret_prefix", DEFAULT_PREFIX), plugin.get("kms_key_id"))
+        return ThreadedResourceStore(TagSecretsStore(client))
+    return ThreadedResourceStore(
+        SecretsManagerStore(client, plugin.get("secret_prefix", DEFAULT_PREFIX), plugin.get("kms_key_id"))
+    )
 
 
 def build_broker(config: KbsConfig, verifiers: VerifierRegistry | None = None) -> Broker:
     """Everything the configuration describes, opened and checked."""
     try:
         attestation = build_attestation_service(config, verifiers)
-        directory = config.storage_dir
-        sessions = config.session_dir
+        storage = StorageFactory(config.storage)
+        sessions = SessionStore(storage.open(SESSIONS), timeout=config.session_timeout_min * 60)
+        kbs_namespace = storage.open(KBS)
         return Broker(
             attestation=attestation,
-            sessions=SessionStore(
-                sessions / "kbs_protocol_session.sqlite3" if sessions else None,
-                timeout=config.session_timeout_min * 60,
-            ),
+            sessions=sessions,
             tokens=TokenVerifier(config.token, own_keys_of(attestation.jwks())),
-            policy=ResourcePolicy(directory / "kbs" / "resource-policy.rego" if directory else None),
-            store=build_store(config),
+            policy=ResourcePolicy(kbs_namespace),
+            store=build_store(config, storage),
             admin=AdminAuth.from_config(config.admin),
             metrics=KbsMetrics(),
+            storage=storage,
+            sweeper=Sweeper(sessions, kbs_namespace),
         )
-    except (SessionStoreError, TokenError, ResourcePolicyError, StoreError, AdminConfigError) as exc:
+    except (StorageError, TokenError, ResourcePolicyError, StoreError, AdminConfigError) as exc:
         raise KbsConfigError(str(exc)) from None

@@ -4,7 +4,8 @@ Upstream answers 404 only for `InvalidRequestPath` and `PluginNotFound` and 401 
 (policy denial and a missing resource included); clients rely on that, so it is kept. Added here,
 all still with the `ErrorInformation` body: 413 for a body over the size cap, 405 for a method a
 path does not take, 400/431/408 for a request malformed, over the header limit or too slow at the
-HTTP level, and 500 for a fault of the KBS itself.
+HTTP level, 503 when the storage backend cannot be reached for now, and 500 for a fault of the
+KBS itself.
 """
 
 from __future__ import annotations
@@ -88,3 +89,9 @@ def request_timeout(seconds: float) -> KbsError:
 def internal_error() -> KbsError:
     """A fault of the KBS itself (logged with its traceback); nothing of the request is echoed."""
     return KbsError("HTTPFailed", "internal error of the KBS", 500)
+
+
+def storage_unavailable(error: KbsError) -> KbsError:
+    """`error` (upstream's variant and wording for the step) as a 503: the storage backend cannot be
+    reached for now, and the same request may succeed later."""
+    return KbsError(error.variant, f"{error.detail} (the storage backend is unavailable: retry later)", 503)

@@ -1,29 +1,30 @@
-"""The resource policy (Rego, rule `data.policy.allow`), shared by replicas through a file.
+"""The resource policy (Rego, rule `data.policy.allow`), shared by replicas through the storage.
 
 Input is the verified token's claims; data is upstream's `{"plugin", "resource-path", "query"}`. Only
-`true` allows: an undefined rule, any other value or an evaluation error refuses. The policy text
-lives in one file (written atomically) that every evaluation checks for changes, so a policy set on
-one replica holds on all of them. regorus engines may only be used on the thread that made them, so
-compiled engines are kept per thread.
+`true` allows: an undefined rule, any other value or an evaluation error refuses. The policy text is
+upstream's key `resource-policy` in the `kbs` namespace, read at every evaluation (compiled engines
+are cached by the text's digest), so a policy set on one replica holds on all of them at their next
+request. regorus engines may only be used on the thread that made them, so they are kept per thread.
 
 A policy is first compiled in a child process with a budget (`verifier.policy.compilecheck`) when it
 is set and when it is loaded at start: some tiny policies take regorus hours to compile, holding the
-GIL. A policy file that changes under a running KBS was written by a replica after that check.
+GIL. A policy that changes under a running KBS was stored by a replica after that check. Storage
+errors (`kbs.storage.StorageError`) pass through, so an unreachable backend is told from a refusal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
 from collections.abc import Mapping
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import regorus
 
-from protocols.atomicfile import atomic_write
+from kbs.storage import KeyValueStorage
 from verifier.policy.compilecheck import DEFAULT_BUDGET, Budget, check_policy
 from verifier.policy.engine import PolicyError
 
@@ -68,53 +69,38 @@ def _compile(policy: str) -> regorus.Engine:
 
 
 class ResourcePolicy:
-    def __init__(self, path: Path | None = None, budget: Budget | None = None) -> None:
-        """`path` None keeps the policy in memory; else the file is created with the default policy.
-        `budget` bounds the compile check of each policy set or loaded."""
-        self._path = path
+    def __init__(self, storage: KeyValueStorage, budget: Budget | None = None) -> None:
+        """`storage`: the `kbs` namespace. `budget` bounds the compile check of each policy set or
+        loaded."""
+        self._storage = storage
         self._budget = budget or DEFAULT_BUDGET
-        self._lock = threading.Lock()
         self._local = threading.local()
-        self._text = default_policy()
-        self._stamp: tuple[int, int] | None = None
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if not path.exists():
-                    atomic_write(path, self._text.encode("utf-8"))
-            except OSError as exc:
-                raise ResourcePolicyError(f"cannot create resource policy {path}: {exc.strerror}") from None
+
+    async def load(self) -> None:
+        """At start: store the default policy unless one is stored, and check the stored one."""
+        await self._storage.set(POLICY_ID, default_policy().encode("utf-8"), overwrite=False)
         try:
-            _check(self.text(), self._budget)
+            await asyncio.to_thread(_check, await self.text(), self._budget)
         except ResourcePolicyError as exc:
-            raise ResourcePolicyError(f"stored resource policy {path}: {exc}") from None
+            raise ResourcePolicyError(
+                f"stored resource policy ({self._storage.namespace}/{POLICY_ID}): {exc}"
+            ) from None
 
-    def text(self) -> str:
-        """The current policy (re-read when the file changed)."""
-        if self._path is None:
-            return self._text
+    async def text(self) -> str:
+        """The current policy, as stored now (the default when none is)."""
+        stored = await self._storage.get(POLICY_ID)
+        if stored is None:
+            return default_policy()
         try:
-            stat = self._path.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            with self._lock:
-                if stamp != self._stamp:
-                    self._text = self._path.read_text(encoding="utf-8")
-                    self._stamp = stamp
-                return self._text
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ResourcePolicyError(f"cannot read resource policy {self._path}: {exc}") from None
+            return stored.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ResourcePolicyError(f"stored resource policy is not UTF-8: {exc}") from None
 
-    def set(self, policy: str) -> None:
-        """Check `policy` in a child process, then store it. Blocks for up to the budget's wall
-        time: call it off the event loop."""
-        _check(policy, self._budget)
-        with self._lock:
-            if self._path is not None:
-                try:
-                    atomic_write(self._path, policy.encode("utf-8"), 0o644)
-                except OSError as exc:
-                    raise ResourcePolicyError(f"cannot write resource policy: {exc.strerror}") from None
-            self._text = policy
+    async def set(self, policy: str) -> None:
+        """Check `policy` in a child process (up to the budget's wall time, off the event loop),
+        then store it."""
+        await asyncio.to_thread(_check, policy, self._budget)
+        await self._storage.set(POLICY_ID, policy.encode("utf-8"))
 
     def _engine(self, policy: str) -> regorus.Engine:
         cache: dict[str, regorus.Engine] | None = getattr(self._local, "engines", None)
@@ -134,8 +120,11 @@ class ResourcePolicy:
         call from each evaluating thread before it ends."""
         self._local.engines = {}
 
-    def allows(self, claims: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
-        engine = self._engine(self.text()).clone()
+    async def allows(self, claims: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+        return self.evaluate(await self.text(), claims, data)
+
+    def evaluate(self, policy: str, claims: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+        engine = self._engine(policy).clone()
         try:
             engine.add_data_json(json.dumps(data))
             engine.set_input_json(json.dumps(claims))

@@ -1,58 +1,34 @@
-"""RCAR sessions (cookie `kbs-session-id`), kept in SQLite so that KBS replicas share them.
+"""RCAR sessions (cookie `kbs-session-id`), kept in the `kbs_protocol_session` namespace of the
+storage backend (as upstream), so that any replica can answer any step of a handshake.
 
-Why a shared SQLite file (WAL mode) rather than a sealed stateless cookie: an attested session holds
-the attestation token, which grows with init data and device evidence (tens of KiB) -- too big for a
-cookie header -- and a server-side record makes the state change one-way: a nonce is consumed exactly
-once (`Authed` -> `Attested` is a conditional UPDATE), where a sealed cookie for the `Authed` state
-could be presented again until it expires. The cookie stays upstream's opaque 32-hex UUID. WAL lets
-readers run beside the single writer; every statement is a short indexed operation, so callers run
-them inline. The file must be on a local filesystem shared by the replicas (processes on one host or
-one pod volume); SQLite locking is not safe over network filesystems.
+Why a server-side record rather than a sealed stateless cookie: an attested session holds the
+attestation token, which grows with init data and device evidence (tens of KiB) -- too big for a
+cookie header -- and a stored record makes the state change one-way: a nonce is spent exactly once,
+because `Authed` -> `Attested` is a compare-and-set of the stored record (`KeyValueStorage.replace`),
+which one replica alone wins. The cookie stays upstream's opaque 32-hex UUID.
 
-A session expires `timeout` after `/auth` (not extended by `/attest`), as upstream; expired rows are
-deleted when read and swept at most once a minute.
+A session expires `timeout` after `/auth` (not extended by `/attest`), as upstream; an expired
+record is deleted when read, and the rest are swept every minute by one replica (`Sweeper`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import asyncio
+import logging
+import random
 import re
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
+import orjson
+
+from kbs.storage import KeyValueStorage, StorageError
+
+log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 5 * 60
-SWEEP_INTERVAL_SECONDS = 60.0
 _ID = re.compile(r"[0-9a-f]{32}")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kbs_protocol_session (
-    id TEXT PRIMARY KEY,
-    tee TEXT NOT NULL,
-    nonce TEXT NOT NULL,
-    expires REAL NOT NULL,
-    token TEXT
-);
-CREATE INDEX IF NOT EXISTS kbs_protocol_session_expires ON kbs_protocol_session (expires);
-"""
-
-
-def _create_private(path: Path) -> None:
-    """The database file readable by its owner only (it holds attestation tokens), in a 0700
-    directory when this creates it; SQLite gives its -wal and -shm files the database's mode."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        with contextlib.suppress(FileNotFoundError):
-            file.chmod(0o600)  # made by an earlier version with the umask's mode
-
-
-class SessionStoreError(Exception):
-    """The session database cannot be opened or used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,84 +38,139 @@ class Session:
     nonce: str
     expires: float  # unix time
     token: str | None = None  # set once attested
+    record: bytes = field(default=b"", repr=False, compare=False)  # as stored: what a change compares
 
     @property
     def attested(self) -> bool:
         return self.token is not None
 
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"tee": self.tee, "nonce": self.nonce, "expires": self.expires, "token": self.token}
+        )
+
+
+def _decode(session_id: str, record: bytes) -> Session | None:
+    """The stored session; None for a record this version cannot read (treated as absent)."""
+    try:
+        doc = orjson.loads(record)
+        session = Session(session_id, doc["tee"], doc["nonce"], float(doc["expires"]), doc["token"], record)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        log.warning("session %s: unreadable record ignored", session_id)
+        return None
+    return session
+
 
 class SessionStore:
+    """Every method raises `StorageError` (`StorageUnavailable` while the backend is down)."""
+
     def __init__(
         self,
-        path: Path | None = None,
+        storage: KeyValueStorage,
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`path` None keeps sessions in this process's memory (a single replica only)."""
+        self.storage = storage
         self.timeout = timeout
         self._clock = clock
-        self._lock = threading.Lock()
-        self._next_sweep = 0.0
-        try:
-            if path is not None:
-                _create_private(path)
-            self._db = sqlite3.connect(
-                ":memory:" if path is None else str(path),
-                timeout=10.0,
-                isolation_level=None,  # autocommit: each statement is its own transaction
-                check_same_thread=False,
-            )
-            if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                # Sessions are short-lived: losing the last commits on power loss only ends handshakes.
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise SessionStoreError(f"cannot open session store {path}: {exc}") from None
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    async def create(self, tee: str, nonce: str) -> Session:
+        session = Session(uuid.uuid4().hex, tee, nonce, self._clock() + self.timeout)
+        record = session.encode()
+        if not await self.storage.set(session.id, record, overwrite=False):
+            raise StorageError("session id collision")  # 122 random bits: a broken random source
+        return Session(session.id, tee, nonce, session.expires, None, record)
 
-    def _run(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
-        try:
-            with self._lock:
-                return self._db.execute(sql, args)
-        except sqlite3.Error as exc:
-            raise SessionStoreError(f"session store: {exc}") from None
-
-    def create(self, tee: str, nonce: str) -> Session:
-        now = self._clock()
-        session = Session(uuid.uuid4().hex, tee, nonce, now + self.timeout)
-        self._run(
-            "INSERT INTO kbs_protocol_session (id, tee, nonce, expires) VALUES (?, ?, ?, ?)",
-            (session.id, session.tee, session.nonce, session.expires),
-        )
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_INTERVAL_SECONDS
-            self._run("DELETE FROM kbs_protocol_session WHERE expires <= ?", (now,))
-        return session
-
-    def get(self, session_id: str) -> Session | None:
+    async def get(self, session_id: str) -> Session | None:
         """The live session with this id; None when unknown, malformed or expired (then deleted)."""
         if not _ID.fullmatch(session_id):
             return None
-        row = self._run(
-            "SELECT id, tee, nonce, expires, token FROM kbs_protocol_session WHERE id = ?", (session_id,)
-        ).fetchone()
-        if row is None:
+        record = await self.storage.get(session_id)
+        session = None if record is None else _decode(session_id, record)
+        if session is None:
             return None
-        session = Session(*row)
         if session.expires <= self._clock():
-            self._run("DELETE FROM kbs_protocol_session WHERE id = ?", (session_id,))
+            await self.storage.delete(session_id)
             return None
         return session
 
-    def attest(self, session_id: str, token: str) -> bool:
-        """Record the token of a live, not yet attested session; False when that is no longer so."""
-        cursor = self._run(
-            "UPDATE kbs_protocol_session SET token = ? WHERE id = ? AND token IS NULL AND expires > ?",
-            (token, session_id, self._clock()),
-        )
-        return cursor.rowcount == 1
+    async def attest(self, session: Session, token: str) -> bool:
+        """Record the token of `session` if it is still live and exactly as read (not attested by
+        another request meanwhile); False when that is no longer so."""
+        if session.token is not None or session.expires <= self._clock():
+            return False
+        attested = Session(session.id, session.tee, session.nonce, session.expires, token)
+        return await self.storage.replace(session.id, session.record, attested.encode())
+
+    async def sweep(self) -> int:
+        """Delete every expired session; how many were."""
+        now, removed = self._clock(), 0
+        for session_id in await self.storage.list():
+            record = await self.storage.get(session_id)
+            session = None if record is None else _decode(session_id, record)
+            if session is not None and session.expires <= now:
+                await self.storage.delete(session_id)
+                removed += 1
+        return removed
+
+
+SWEEP_INTERVAL_SECONDS = 60.0
+SWEEP_KEY = "session-sweep"
+BACKOFF_SECONDS = (5.0, 300.0)
+
+
+class Sweeper:
+    """Upstream's background cleanup (every 60 s, backing off 5 s -> 300 s on errors), once for all
+    replicas: each wakes at its own jittered time and sweeps only if it moves the shared due time
+    (`session-sweep` in the `kbs` namespace) forward by compare-and-set, so one replica per minute
+    walks the sessions however many run."""
+
+    def __init__(
+        self,
+        sessions: SessionStore,
+        lease: KeyValueStorage,
+        *,
+        interval: float = SWEEP_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sessions = sessions
+        self._lease = lease
+        self._interval = interval
+        self._clock = clock
+        self._failures = 0
+
+    async def claim(self) -> bool:
+        """Whether this replica sweeps now (the sweep is due, and this replica moved it on)."""
+        now = self._clock()
+        due = str(now + self._interval).encode()
+        current = await self._lease.get(SWEEP_KEY)
+        if current is None:
+            return await self._lease.set(SWEEP_KEY, due, overwrite=False)
+        try:
+            if float(current) > now:
+                return False
+        except ValueError:
+            pass  # unreadable: take it over
+        return await self._lease.replace(SWEEP_KEY, current, due)
+
+    async def run_once(self) -> float:
+        """One wake-up: sweep if this replica's turn; the seconds to sleep until the next."""
+        try:
+            if await self.claim():
+                removed = await self._sessions.sweep()
+                if removed:
+                    log.info("swept %d expired sessions", removed)
+        except StorageError as exc:
+            self._failures += 1
+            low, high = BACKOFF_SECONDS
+            delay = min(high, low * 2.0 ** (self._failures - 1))
+            log.warning("session sweep failed (retry in %.0f s): %s", delay, exc)
+            return delay
+        self._failures = 0
+        return self._interval * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        while True:
+            await asyncio.sleep(await self.run_once())

@@ -69,8 +69,21 @@ class StorageFactory:
     def __init__(self, settings: StorageSettings) -> None:
         self.settings = settings
         self._backends: dict[str, Any] = {}
+        self._opened: list[KeyValueStorage] = []
+
+    async def close(self) -> None:
+        """Close every namespace this factory opened (and so the backends' connections)."""
+        opened, self._opened = self._opened, []
+        for storage in opened:
+            await storage.close()
 
     def open(self, namespace: str) -> KeyValueStorage:
+        """The namespace in its configured backend; closed by `close`."""
+        storage = self._open(namespace)
+        self._opened.append(storage)
+        return storage
+
+    def _open(self, namespace: str) -> KeyValueStorage:
         kind = self.settings.type_of(namespace)
         if kind == MEMORY:
             return MemoryStorage(namespace)

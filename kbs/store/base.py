@@ -22,6 +22,10 @@ class ResourceNotFound(StoreError):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """The backend cannot be reached for now; the same request may succeed later (503)."""
+
+
 class InvalidResourcePath(ValueError):
     """Not `<repo>/<type>/<tag>` with upstream's characters."""
 
@@ -61,3 +65,14 @@ class ResourceStore(Protocol):
     def delete(self, path: ResourcePath) -> None:
         """Remove, or `ResourceNotFound`."""
         ...
+
+
+class AsyncResourceStore(Protocol):
+    """What the broker uses: `kbs.store.kv` natively, the blocking stores through
+    `kbs.store.threaded`. Errors as `ResourceStore`'s."""
+
+    async def get(self, path: ResourcePath) -> bytes: ...
+
+    async def put(self, path: ResourcePath, data: bytes) -> None: ...
+
+    async def delete(self, path: ResourcePath) -> None: ...

@@ -8,6 +8,7 @@ ever looks at (and removes) what it made itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import grp
 import os
@@ -405,13 +406,18 @@ class HostKbs:
         config_file = self.directory / "kbs.toml"
         config_file.write_text(text)
         broker = build_broker(parse_config(text))
-        try:
-            broker.attestation.set_policy("default_cpu", SAMPLE_TRUSTING_POLICY)
-            broker.policy.set(AFFIRMING_POLICY)
-            broker.store.put(ResourcePath.parse(self.resource.split("/")), self.secret)
-        finally:
-            broker.policy.release()
-            broker.sessions.close()
+        broker.attestation.set_policy("default_cpu", SAMPLE_TRUSTING_POLICY)
+
+        async def seed() -> None:
+            await broker.start()
+            try:
+                await broker.policy.set(AFFIRMING_POLICY)
+                await broker.store.put(ResourcePath.parse(self.resource.split("/")), self.secret)
+            finally:
+                broker.policy.release()
+                await broker.close()
+
+        asyncio.run(seed())
         binary = Path(sys.executable).with_name("kbs")
         self.process = subprocess.Popen(
             [str(binary), "-c", str(config_file)], stdout=subprocess.DEVNULL, stderr=self.log.open("ab")

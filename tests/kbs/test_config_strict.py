@@ -65,16 +65,54 @@ def test_upstream_tls_keys_are_known_but_only_what_this_kbs_does_is_accepted() -
 
 
 @pytest.mark.parametrize(
-    ("session_type", "in_memory"),
-    [(None, False), ('"LocalFs"', False), ('"local_fs"', False), ('"Memory"', True), ('"memory"', True)],
+    ("session_type", "expected"),
+    [
+        (None, "LocalFs"),
+        ('"LocalFs"', "LocalFs"),
+        ('"local_fs"', "LocalFs"),
+        ('"Memory"', "Memory"),
+        ('"memory"', "Memory"),
+        ('"Redis"', "Redis"),
+        ('"postgres"', "Postgres"),
+        ('"LocalJson"', "LocalJson"),
+    ],
 )
 def test_session_storage_type_overrides_where_sessions_live(
-    tmp_path: Path, session_type: str | None, in_memory: bool
+    tmp_path: Path, session_type: str | None, expected: str
 ) -> None:
     top = f"session_storage_type = {session_type}\n" if session_type else ""
-    config = parse_config(top + BASE + local_fs(tmp_path))
+    extra = (
+        f'[storage_backend.backends.local_json]\nfile_dir_path = "{tmp_path}"\n'
+        if expected == "LocalJson"
+        else ""
+    )
+    config = parse_config(top + BASE + local_fs(tmp_path) + extra)
     assert config.storage_dir == tmp_path
-    assert config.session_dir == (None if in_memory else tmp_path)
+    assert (config.storage.type, config.storage.session_type) == ("LocalFs", expected)
+    assert config.storage.type_of("kbs_protocol_session") == expected
+
+
+def test_upstream_postgres_and_redis_settings_are_read(tmp_path: Path) -> None:
+    text = (
+        BASE
+        + '[storage_backend]\nstorage_type = "Postgres"\n'
+        + '[storage_backend.backends.postgres]\ndb = "trustee"\nusername = "kbs"\npassword = "pw"\n'
+        + 'host = "db.example"\nport = 6432\n'
+        + '[storage_backend.backends.redis]\nurl = "redis://cache:6379"\n'
+    )
+    config = parse_config(text)
+    assert config.storage.type == config.storage.session_type == "Postgres"
+    assert config.storage.postgres == {
+        "db": "trustee",
+        "username": "kbs",
+        "password": "pw",
+        "host": "db.example",
+        "port": 6432,
+    }
+    assert config.storage.redis == {"url": "redis://cache:6379"}
+    assert config.storage_dir is None
+    with pytest.raises(KbsConfigError, match=r"postgres\.port must be a int"):
+        parse_config(BASE + '[storage_backend.backends.postgres]\nport = "5432"\n')
 
 
 def test_sessions_in_local_fs_with_everything_else_in_memory(tmp_path: Path) -> None:
@@ -84,7 +122,12 @@ def test_sessions_in_local_fs_with_everything_else_in_memory(tmp_path: Path) -> 
         + f'[storage_backend.backends.local_fs]\ndir_path = "{tmp_path}"\n'
     )
     config = parse_config(text)
-    assert (config.storage_dir, config.session_dir) == (None, tmp_path)
+    assert config.storage_dir is None
+    assert (config.storage.type, config.storage.session_type, config.storage.local_fs) == (
+        "Memory",
+        "LocalFs",
+        tmp_path,
+    )
     with pytest.raises(KbsConfigError, match=r"needs storage_backend\.backends\.local_fs\.dir_path"):
         parse_config('session_storage_type = "LocalFs"\n' + BASE)
 
@@ -92,22 +135,15 @@ def test_sessions_in_local_fs_with_everything_else_in_memory(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (
-            'session_storage_type = "Redis"\n' + BASE,
-            "session_storage_type 'Redis' is upstream's but not available",
-        ),
-        ('session_storage_type = "Disk"\n' + BASE, "session_storage_type 'Disk' is not a storage type"),
-        (
-            BASE + '[storage_backend]\nstorage_type = "Postgres"\n',
-            "'Postgres' is upstream's but not available",
-        ),
+        ('session_storage_type = "Disk"\n' + BASE, "session_storage_type 'Disk' is not one of LocalFs,"),
+        (BASE + '[storage_backend]\nstorage_type = "LocalJson"\n', "LocalJson needs storage_backend"),
         (
             'session_storage_type = "Memory"\n[http_server]\ninsecure_http = true\nworker_count = 2\n',
-            "needs storage_type = LocalFs",
+            "needs storage_type LocalFs, LocalJson, Postgres or Redis",
         ),
     ],
 )
-def test_storage_types_this_kbs_lacks_are_clear_errors(text: str, message: str) -> None:
+def test_bad_storage_types_are_clear_errors(text: str, message: str) -> None:
     with pytest.raises(KbsConfigError, match=message):
         parse_config(text)
 

@@ -159,10 +159,9 @@ async def test_replayed_nonce_is_refused(server: RunningKbs) -> None:
 
 async def test_expired_session_is_refused(tmp_path: Path) -> None:
     now = [time.time()]  # the client cookie jar keeps real time: the cookie itself stays
-    path = tmp_path / "sessions.sqlite3"
 
     def configure(broker: Broker) -> None:
-        broker.sessions = SessionStore(path, timeout=300, clock=lambda: now[0])
+        broker.sessions = SessionStore(broker.sessions.storage, timeout=300, clock=lambda: now[0])
 
     running = await start_kbs(tmp_path, configure=configure)
     try:

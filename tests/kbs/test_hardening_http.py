@@ -19,8 +19,10 @@ import pytest
 
 from kbs.broker import Broker
 from kbs.sessions import SessionStore
-from kbs.store import ResourcePath
-from tests.kbs.support import API, AdminKey, RunningKbs, config_text, error_variant, start_kbs
+from kbs.storage import SESSIONS
+from kbs.storage.localfs import LocalFsStorage
+from kbs.store import ResourcePath, ThreadedResourceStore
+from tests.kbs.support import API, AdminKey, Guest, RunningKbs, config_text, error_variant, start_kbs
 
 MARK = "QUOTEME"
 SHORT = 0.5  # the timeouts under test, in seconds
@@ -99,7 +101,7 @@ class FaultyStore:
 
 async def test_a_fault_of_the_kbs_is_a_500_with_error_information(tmp_path: Path) -> None:
     def faulty(broker: Broker) -> None:
-        broker.store = FaultyStore()
+        broker.store = ThreadedResourceStore(FaultyStore())
 
     server = await start_kbs(tmp_path, configure=faulty)
     try:
@@ -154,32 +156,27 @@ async def test_a_stalled_body_gets_408(server: RunningKbs) -> None:
     assert error_variant(json.loads(body)) == "HTTPFailed"
 
 
-def test_session_database_is_private(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "kbs_protocol_session.sqlite3"
-    store = SessionStore(path)
-    store.create("sample", "nonce")
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
-    assert {p.name for p in files} >= {path.name, path.name + "-wal"}
-    for file in files:
-        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
-    store.close()
+async def test_local_sessions_are_private(tmp_path: Path) -> None:
+    store = SessionStore(LocalFsStorage(tmp_path / "state", SESSIONS))
+    session = await store.create("sample", "nonce")
+    directory = tmp_path / "state" / SESSIONS
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / session.id).stat().st_mode) == 0o600
+    assert await store.attest(session, "token")
+    assert stat.S_IMODE((directory / session.id).stat().st_mode) == 0o600
 
 
 async def test_the_state_directory_the_kbs_creates_is_private(tmp_path: Path) -> None:
     server = await start_kbs(tmp_path)
+    async with Guest(server.url) as guest:
+        await guest.auth()
     await server.runner.cleanup()
     storage = tmp_path / "storage"  # sessions, the token signing key, resources
     assert stat.S_IMODE(storage.stat().st_mode) == 0o700
-    assert stat.S_IMODE((storage / "kbs_protocol_session.sqlite3").stat().st_mode) == 0o600
-
-
-def test_an_existing_session_database_is_made_private(tmp_path: Path) -> None:
-    path = tmp_path / "kbs_protocol_session.sqlite3"
-    SessionStore(path).close()
-    path.chmod(0o644)
-    SessionStore(path).close()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    sessions = storage / SESSIONS
+    assert stat.S_IMODE(sessions.stat().st_mode) == 0o700
+    files = [path for path in sessions.iterdir() if path.name != ".lock"]
+    assert files and all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in files)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

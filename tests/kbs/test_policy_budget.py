@@ -90,7 +90,7 @@ async def test_an_explosive_policy_is_refused_while_healthz_answers_and_sigterm_
 async def test_a_stored_explosive_resource_policy_fails_start_up_clearly(tmp_path: Path) -> None:
     if not KBS.exists():
         pytest.skip("the kbs command is not installed (run scripts/bootstrap)")
-    stored = tmp_path / "storage" / "kbs" / "resource-policy.rego"
+    stored = tmp_path / "storage" / "kbs" / "resource-policy"  # upstream's key in the kbs namespace
     stored.parent.mkdir(parents=True)
     stored.write_text(EXPLOSIVE)
     process, _ = _start(tmp_path, AdminKey.create(tmp_path))
@@ -102,7 +102,7 @@ async def test_a_stored_explosive_resource_policy_fails_start_up_clearly(tmp_pat
             process.wait()
     assert process.returncode == 2
     lines = stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and "resource-policy.rego" in lines[0] and "CPU" in lines[0], lines
+    assert len(lines) == 1 and "kbs/resource-policy" in lines[0] and "CPU" in lines[0], lines
 
 
 async def test_a_stored_explosive_attestation_policy_fails_start_up_clearly(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from kbs.store import (
     ResourceNotFound,
     ResourcePath,
     StoreError,
+    ThreadedResourceStore,
 )
 from kbs.store.aws import SecretsManagerStore, TagSecretsStore
 from tests.kbs.support import Guest, RunningKbs, start_kbs
@@ -140,7 +141,7 @@ async def test_longest_names_through_the_admin_api(tmp_path: Path) -> None:
         name = "/".join(("r" * 255, "t" * 255, "x" * 255))
         async with aiohttp.ClientSession() as http:
             await running.put_resource(http, name, b"long name")
-        assert running.broker.store.get(ResourcePath.parse(name.split("/"))) == b"long name"
+        assert await running.broker.store.get(ResourcePath.parse(name.split("/"))) == b"long name"
     finally:
         await running.runner.cleanup()
 
@@ -255,7 +256,8 @@ async def aws_kbs(tmp_path: Path, aws: None) -> AsyncIterator[RunningKbs]:
 
 
 async def test_kbs_serves_resources_from_secrets_manager(aws_kbs: RunningKbs) -> None:
-    assert isinstance(aws_kbs.broker.store, SecretsManagerStore)
+    store = aws_kbs.broker.store
+    assert isinstance(store, ThreadedResourceStore) and isinstance(store.store, SecretsManagerStore)
     async with Guest(aws_kbs.url) as guest:
         await guest.handshake()
         status, doc = await guest.resource("default/key/one")

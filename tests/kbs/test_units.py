@@ -22,7 +22,10 @@ from jwcrypto import jwk as jwcrypto_jwk
 from kbs.config import KbsConfigError, parse_config
 from kbs.jwe import JweError, encrypt
 from kbs.metrics import KbsMetrics
-from kbs.sessions import SessionStore
+from kbs.sessions import SWEEP_KEY, SessionStore, Sweeper
+from kbs.storage import KBS, SESSIONS
+from kbs.storage.localfs import LocalFsStorage
+from kbs.storage.memory import MemoryStorage
 from kbs.token import TokenError, TokenSettings, TokenVerifier, check_binding, json_pointer
 from protocols import kbs
 from verifier.ear import EarSigner
@@ -222,25 +225,41 @@ def signer_key(signer: EarSigner) -> Any:
 # ---- sessions
 
 
-def test_sessions(tmp_path: Path) -> None:
+async def test_sessions(tmp_path: Path) -> None:
     now = [1000.0]
-    store = SessionStore(tmp_path / "s.sqlite3", timeout=300, clock=lambda: now[0])
-    session = store.create("snp", "nonce")
-    assert len(session.id) == 32 and store.get(session.id) == session
-    assert store.attest(session.id, "token-1")
-    assert not store.attest(session.id, "token-2")  # a nonce is consumed once
-    assert store.get(session.id).token == "token-1"  # type: ignore[union-attr]
-    other = SessionStore(tmp_path / "s.sqlite3", timeout=300, clock=lambda: now[0])  # a replica
-    assert other.get(session.id).token == "token-1"  # type: ignore[union-attr]
-    assert store.get("not-an-id") is None and store.get("0" * 32) is None
-    late = store.create("snp", "n")
+    store = SessionStore(LocalFsStorage(tmp_path, SESSIONS), timeout=300, clock=lambda: now[0])
+    session = await store.create("snp", "nonce")
+    assert len(session.id) == 32 and await store.get(session.id) == session
+    assert await store.attest(session, "token-1")
+    assert not await store.attest(session, "token-2")  # a nonce is consumed once
+    attested = await store.get(session.id)
+    assert attested is not None and attested.token == "token-1"
+    assert not await store.attest(attested, "token-3")
+    other = SessionStore(LocalFsStorage(tmp_path, SESSIONS), timeout=300, clock=lambda: now[0])  # a replica
+    assert (await other.get(session.id)) == attested
+    assert await store.get("not-an-id") is None and await store.get("0" * 32) is None
+    late = await store.create("snp", "n")
     now[0] += 300
-    assert store.get(session.id) is None
-    assert not store.attest(late.id, "late")  # expired before its evidence was verified
+    assert await store.get(session.id) is None
+    assert not await store.attest(late, "late")  # expired before its evidence was verified
     now[0] += 1000
-    fresh = store.create("snp", "n2")  # sweeps expired rows
-    count = store._db.execute("SELECT COUNT(*) FROM kbs_protocol_session").fetchone()[0]
-    assert count == 1 and store.get(fresh.id) is not None
+    fresh = await store.create("snp", "n2")
+    assert await store.sweep() == 1  # `late`; `session` was deleted when read expired
+    assert await store.storage.list() == [fresh.id]
+
+
+async def test_one_replica_sweeps_per_interval() -> None:
+    now = [1000.0]
+    lease = MemoryStorage(KBS)
+    sessions = SessionStore(MemoryStorage(SESSIONS), timeout=300, clock=lambda: now[0])
+    sweepers = [Sweeper(sessions, lease, clock=lambda: now[0]) for _ in range(3)]
+    assert [await sweeper.claim() for sweeper in sweepers] == [True, False, False]
+    now[0] += 59
+    assert [await sweeper.claim() for sweeper in sweepers] == [False, False, False]
+    now[0] += 1
+    assert [await sweeper.claim() for sweeper in reversed(sweepers)] == [True, False, False]
+    await lease.set(SWEEP_KEY, b"garbage")  # unreadable: taken over
+    assert await sweepers[0].claim()
 
 
 # ---- metrics
@@ -276,8 +295,8 @@ def test_metrics_text_format() -> None:
         ),
         ('[http_server]\ninsecure_http = "yes"', "insecure_http must be a bool"),
         (
-            '[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = "Redis"',
-            "Memory or LocalFs",
+            '[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = "Sqlite"',
+            "'Sqlite' is not one of LocalFs, LocalJson, Memory, Postgres, Redis",
         ),
         ('[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = "LocalFs"', "dir_path"),
     ],

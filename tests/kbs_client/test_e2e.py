@@ -37,7 +37,8 @@ url = "http://127.0.0.1:8080"
 async def _serve(tmp_path: Path, *, allow_sample: bool, clock: list[float] | None = None) -> RunningKbs:
     def short_clock(broker: object) -> None:
         if clock is not None:
-            broker.sessions = SessionStore(tmp_path / "sessions.db", timeout=300, clock=lambda: clock[0])  # type: ignore[attr-defined]
+            sessions = broker.sessions  # type: ignore[attr-defined]
+            broker.sessions = SessionStore(sessions.storage, timeout=300, clock=lambda: clock[0])  # type: ignore[attr-defined]
 
     server = await start_kbs(tmp_path, configure=short_clock)
     async with AdminClient(server.url, admin_token=server.admin.token()) as admin:
