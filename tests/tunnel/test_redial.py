@@ -65,7 +65,10 @@ async def test_a_lost_pod_vm_fails_the_next_call_fast(tunnel: Tunnel, tmp_path: 
     await proxy.start()
     await proxy.connect()
     assert (await check(proxy.socket_path)).status == health_pb2.HealthCheckResponse.SERVING
+    tunnel_connection = proxy.upstream.current
+    assert tunnel_connection is not None
     await tunnel.forwarder.close()  # the pod VM is gone
+    await tunnel_connection.connection.wait_closed()  # and the proxy has seen it go
     with pytest.raises(TtrpcError) as info:
         await check(proxy.socket_path)
     assert info.value.code == Code.UNAVAILABLE, info.value
