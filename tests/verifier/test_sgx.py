@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote as quote_url
 
 import pytest
 
@@ -267,3 +268,37 @@ def test_collateral_from_a_folder_of_pcs_responses(pki: tb.Pki, tmp_path: Path) 
     empty = SgxVerifier(source=source, root=pki.root, clock=lambda: tb.NOW)
     with pytest.raises(VerificationError, match=r"collateral_unavailable: .* has no tcbInfo\.json"):
         empty.evaluate(b.evidence(quote(pki)), REPORT_DATA)
+
+
+def test_collateral_from_a_pcs_client_tool_file(pki: tb.Pki, tmp_path: Path) -> None:
+    """upstream's `file://` collateral: the SGX entries (`sgx_tcbinfo`, `qeidentity`) are used, and
+    a file with only TDX collateral says what it lacks."""
+    raw = b.collateral(pki)
+    assert raw.tcb_info_issuer_chain and raw.qe_identity_issuer_chain and raw.pck_crl_issuer_chain
+    assert raw.pck_crl is not None and raw.root_ca_crl is not None
+    chain = quote_url(raw.pck_crl_issuer_chain)
+    collaterals: dict[str, Any] = {
+        "tcbinfos": [{"fmspc": tb.FMSPC.hex().upper(), "sgx_tcbinfo": json.loads(raw.tcb_info)}],
+        "qeidentity": json.loads(raw.qe_identity),
+        "certificates": {
+            "TCB-Info-Issuer-Chain": quote_url(raw.tcb_info_issuer_chain),
+            "SGX-Enclave-Identity-Issuer-Chain": quote_url(raw.qe_identity_issuer_chain),
+            "SGX-PCK-Certificate-Issuer-Chain": {"PLATFORM": chain, "PROCESSOR": chain},
+        },
+        "pckcacrl": {"platformCrl": raw.pck_crl.hex(), "processorCrl": raw.pck_crl.hex()},
+        "rootcacrl": raw.root_ca_crl.hex(),
+    }
+    path = tmp_path / "collateral.json"
+    path.write_text(json.dumps({"collaterals": collaterals}, indent=1))
+    verifier = SgxVerifier(
+        source=source_from_config(f"file://{path}", tee=SGX), root=pki.root, clock=lambda: tb.NOW
+    )
+    claims = verifier.evaluate(b.evidence(quote(pki)), REPORT_DATA)
+    assert claims["collateral_signature_verified"] is True and claims["pck_crl_num"] == 1
+    collaterals["tcbinfos"][0] = {"fmspc": tb.FMSPC.hex().upper(), "tdx_tcbinfo": {}}
+    path.write_text(json.dumps({"collaterals": collaterals}))
+    fresh = SgxVerifier(
+        source=source_from_config(f"file://{path}", tee=SGX), root=pki.root, clock=lambda: tb.NOW
+    )
+    with pytest.raises(VerificationError, match="lacks SGX TCB info or QE identity"):
+        fresh.evaluate(b.evidence(quote(pki)), REPORT_DATA)
