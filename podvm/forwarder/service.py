@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 DEFAULT_AGENT_SOCKET = "/run/kata-containers/agent.sock"
 DEFAULT_PORT = 15150
 AGENT_DIAL_TIMEOUT = 150.0
+# Once kata-agent was reached, losing it means the pod is broken: calls fail after this, not 150 s.
+AGENT_REDIAL_TIMEOUT = 5.0
 
 
 async def start_forwarder(
@@ -26,13 +28,19 @@ async def start_forwarder(
     tls: ssl.SSLContext | None,
     pod_namespace: str = "",
     agent_dial_timeout: float = AGENT_DIAL_TIMEOUT,
+    agent_redial_timeout: float = AGENT_REDIAL_TIMEOUT,
 ) -> tuple[Server, Upstream, int]:
     """Listen now; dial the agent lazily on the first call (it may still be starting)."""
 
     async def dial_agent() -> Client:
         return await Client.connect_unix(agent_socket)
 
-    upstream = Upstream(dial_agent, timeout_s=agent_dial_timeout, name=f"kata-agent at {agent_socket}")
+    upstream = Upstream(
+        dial_agent,
+        timeout_s=agent_dial_timeout,
+        name=f"kata-agent at {agent_socket}",
+        redial_timeout_s=agent_redial_timeout,
+    )
     interceptors = forwarder_interceptors(pod_namespace)
     server = Server(factory=lambda: RelayConnection(upstream, AGENT_METHODS, interceptors))
     bound = await server.listen_tcp(host, port, tls)

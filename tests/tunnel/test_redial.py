@@ -112,3 +112,31 @@ async def test_the_first_dial_waits_for_a_booting_pod_vm_past_the_redial_bound(
     await proxy.close()
     await forwarder.close()
     await upstream.close()
+
+
+async def test_the_forwarder_fails_fast_once_the_agent_is_gone(tunnel: Tunnel, tmp_path: Path) -> None:
+    """Inside the pod VM too: a kata-agent reached once and lost fails calls after the redial bound."""
+    vm = tunnel.authority.issue_server(INSTANCE)
+    forwarder, upstream, port = await start_forwarder(
+        "127.0.0.1",
+        0,
+        tunnel.agent_socket,
+        server_context(vm.cert_pem, vm.key_pem, tunnel.authority.client.cert_pem),
+        agent_dial_timeout=PROXY_TIMEOUT_S,
+        agent_redial_timeout=REDIAL_S,
+    )
+    proxy = proxy_to(tunnel, tmp_path, port)
+    await proxy.start()
+    await proxy.connect()
+    assert (await check(proxy.socket_path)).status == health_pb2.HealthCheckResponse.SERVING
+    agent_connection = upstream.current
+    assert agent_connection is not None
+    await tunnel.agent_server.close()
+    await agent_connection.connection.wait_closed()
+    with pytest.raises(TtrpcError) as info:
+        await check(proxy.socket_path)
+    assert info.value.code == Code.UNAVAILABLE, info.value
+    assert f"cannot reach kata-agent at {tunnel.agent_socket} within {REDIAL_S:g}s" in info.value.message
+    await proxy.close()
+    await forwarder.close()
+    await upstream.close()
