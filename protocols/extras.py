@@ -13,7 +13,9 @@ from collections.abc import Callable
 from types import ModuleType
 
 # Top-level packages of this distribution: a missing one is a broken install, not a missing extra.
-_OWN_PACKAGES = frozenset({"protocols", "adaptor", "providers", "podvm", "kbs", "verifier", "shimdriver"})
+_OWN_PACKAGES = frozenset(
+    {"protocols", "adaptor", "providers", "podvm", "kbs", "verifier", "shimdriver", "cluster"}
+)
 
 
 class MissingExtraError(ImportError):

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("protocols", "adaptor", "providers", "podvm", "kbs", "verifier", "shimdriver")
+PRODUCT = ("protocols", "adaptor", "providers", "podvm", "kbs", "verifier", "shimdriver", "cluster")
 RUNTIME_EXTRAS = ("aws", "azure", "gcp", "libvirt", "attestation", "kbs")
 # Declared for what they bring besides an import: build and code-generation tools.
 NOT_IMPORTED = {"setuptools", "grpcio-tools", "mypy-protobuf", "uv"}
