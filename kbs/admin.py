@@ -141,6 +141,10 @@ class AdminAuth:
         if scheme.lower() != "bearer" or not token.strip():
             raise AdminDenied("Failed to parse HTTP Auth Bearer header")
         role = self._role(token.strip())
+        if any(ord(char) < 0x20 or char == "\x7f" for char in uri):
+            # Python's `$` also matches before a final newline (Rust's, upstream's, does not): a
+            # path ending in %0a must not pass a rule anchored with `$`.
+            raise AdminDenied("path with control characters")
         for acl in self.acls:
             if acl.role == role and acl.allowed_endpoints.search(uri):
                 return role

@@ -116,6 +116,9 @@ def test_acl_restricts_endpoints(tmp_path: Path) -> None:
     assert auth.check(reader, "/kbs/v0/reference-value/svn") == "reader"
     with pytest.raises(AdminDenied, match="Role reader not allowed for path /kbs/v0/resource-policy"):
         auth.check(reader, "/kbs/v0/resource-policy")
+    for sneaky in ("/kbs/v0/reference-value/svn\n", "/kbs/v0/reference-value/\x00"):
+        with pytest.raises(AdminDenied, match="control characters"):
+            auth.check(reader, sneaky)
 
 
 def test_es256_identity_provider(tmp_path: Path) -> None:
