@@ -12,6 +12,7 @@ from pathlib import Path
 
 from adaptor.config import SETTINGS, AdaptorConfig
 from adaptor.hypervisor import hypervisor_services
+from adaptor.k8s.link import ClusterError, cluster_link
 from adaptor.observability import Observability
 from adaptor.sandbox import SandboxManager
 from adaptor.state import StateStore
@@ -105,11 +106,14 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await observability.start()
         await provider.validate()
         authority = TunnelAuthority.load_or_create(config.state_dir / "tls", config.tunnel_pki)
-        manager = SandboxManager(config, provider, store, authority)
+        cluster = cluster_link(args.provider, config.peerpods_limit_per_node)
+        manager = SandboxManager(config, provider, store, authority, cluster)
         await manager.reconcile()
         server = Server(hypervisor_services(manager), frame_deadline_s=config.frame_deadline_s)
         await server.listen_unix(config.socket)
-    except (ProviderError, OSError, sqlite3.Error) as exc:
+        if cluster:
+            await cluster.start()
+    except (ProviderError, OSError, sqlite3.Error, ClusterError) as exc:
         await provider.teardown()
         raise ConfigError([f"cannot start: {_one_line(exc)}"]) from None
     log.info("serving %s with the %s provider (owner %s)", config.socket, args.provider, owner)
@@ -119,6 +123,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     log.info("shutting down; pod VMs keep running and are resumed on the next start")
     await server.close()
     await manager.close()
+    if cluster:
+        await cluster.close()
     await provider.teardown()
     await observability.close()
     store.close()

@@ -49,7 +49,7 @@ SETTINGS = [
     Setting("cloud-config-verify", "CLOUD_CONFIG_VERIFY", kind=bool, default=False,
             help="the cloud settings are checked at every start whatever this says"),
     Setting("peerpods-limit-per-node", "PEERPODS_LIMIT_PER_NODE", kind=int, default=10,
-            help="node capacity kata.peerpods.io/vm (not advertised yet)"),
+            help="node capacity kata.peerpods.io/vm (0: unlimited; negative: not advertised)"),
     *POD_NETWORK_SETTINGS,
     Setting("auth-json-file", "AUTH_JSON_FILE", default="",
             help="registry credentials (containers auth.json) sent to every pod VM"),
@@ -69,10 +69,8 @@ AUTH_JSON_LIMIT = 12288
 def parse_duration(text: str) -> float:
     """Seconds from a Go duration ("5m", "1m30s", "300ms") or a plain number of seconds."""
     text = text.strip()
-    try:
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
         return float(text)
-    except ValueError:
-        pass
     parts = _DURATION.findall(text)
     if not parts or "".join(value + unit for value, unit in parts) != text:
         raise ValueError(f"not a duration: {text!r} (use e.g. 300s, 5m, 1m30s)")
@@ -202,11 +200,6 @@ class AdaptorConfig:
         notes = self.pod_network.not_implemented()
         if self.pause_image:
             notes.append("PAUSE_IMAGE is unused, as upstream: the pause image is part of the pod VM image")
-        if self.peerpods_limit_per_node != 10:
-            notes.append(
-                f"PEERPODS_LIMIT_PER_NODE={self.peerpods_limit_per_node} has no effect: the node capacity "
-                "kata.peerpods.io/vm is not advertised yet"
-            )
         return notes
 
     def resolved_owner(self) -> str:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from adaptor.annotations import (
     pod_info,
 )
 from adaptor.config import AdaptorConfig
+from adaptor.k8s.link import ClusterLink
 from adaptor.logcontext import about_sandbox
 from adaptor.state import SandboxRecord, SandboxState, StateStore
 from adaptor.tunnel.authority import TunnelAuthority
@@ -68,9 +69,15 @@ class _SandboxLock:
 
 class SandboxManager:
     def __init__(
-        self, config: AdaptorConfig, provider: Provider, store: StateStore, authority: TunnelAuthority
+        self,
+        config: AdaptorConfig,
+        provider: Provider,
+        store: StateStore,
+        authority: TunnelAuthority,
+        cluster: ClusterLink | None = None,
     ) -> None:
         self.config = config
+        self.cluster = cluster  # Kubernetes: PeerPods and pull secrets (adaptor.k8s)
         self.provider = provider
         self.store = store
         self.authority = authority
@@ -94,11 +101,17 @@ class SandboxManager:
                 del self._locks[sandbox_id]
 
     def _user_data(
-        self, name: str, pod_name: str, annotations: Mapping[str, str], pod_network: Mapping[str, Any]
+        self,
+        name: str,
+        pod_name: str,
+        annotations: Mapping[str, str],
+        pod_network: Mapping[str, Any],
+        auth_json: str | None = None,
     ) -> bytes:
         server = self.authority.issue_server(name)
         initdata = initdata_for(self.config, annotations.get(INIT_DATA, ""))
-        return build_user_data(self.config, self.authority, server, pod_name, initdata, pod_network)
+        config = self.config if auth_json is None else replace(self.config, auth_json=auth_json)
+        return build_user_data(config, self.authority, server, pod_name, initdata, pod_network)
 
     async def _inspect_pod_network(self, sandbox_id: str, netns: str) -> dict[str, Any]:
         """apf.json's pod-network for the pod's namespace, with the lowest VNI no sandbox holds
@@ -182,8 +195,9 @@ class SandboxManager:
     async def _start(self, record: SandboxRecord, deadline_s: float | None) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
+        auth_json = await self.cluster.auth_json(record, self.config.auth_json) if self.cluster else None
         user_data = self._user_data(
-            record.instance_name, record.pod_name, record.annotations, record.pod_network
+            record.instance_name, record.pod_name, record.annotations, record.pod_network, auth_json
         )
         request = CreateRequest(record.instance_name, record.id, user_data, instance_spec(record.annotations))
         create = asyncio.ensure_future(self.provider.create_instance(request))
@@ -207,6 +221,8 @@ class SandboxManager:
         )
         await self._notify()
         log.info("sandbox %s: instance %s at %s", record.id, instance.id, record.ips[0])
+        if self.cluster:
+            await self.cluster.instance_created(record)
         await self._setup_pod_network(record)
         proxy = self._proxy(record)
         self.proxies[record.id] = proxy
@@ -290,6 +306,8 @@ class SandboxManager:
             with contextlib.suppress(InstanceNotFound):
                 await self.provider.delete_instance(instance_id)
             log.info("sandbox %s: instance %s deleted", record.id, instance_id)
+        if ids and self.cluster:
+            await self.cluster.instance_deleted(record)
 
     # StopVM
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 
+from adaptor.config import AUTH_JSON_LIMIT
 from adaptor.k8s import node, pullsecrets
 from cluster import peerpod
 from cluster.kubeapi import ApiError, KubeClient, KubeConfig, KubeConfigError, path_segment
@@ -29,14 +30,44 @@ log = logging.getLogger(__name__)
 CALL_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError, KubeConfigError, OSError)
 
 
-@dataclass(frozen=True)
-class Sandbox:
-    """What the link needs of a sandbox record (adaptor.state.SandboxRecord has these fields)."""
+class Sandbox(Protocol):
+    """What the link needs of a sandbox record (adaptor.state.SandboxRecord)."""
 
-    id: str
-    pod_name: str
-    pod_namespace: str
-    instance_id: str
+    @property
+    def id(self) -> str: ...
+    @property
+    def pod_name(self) -> str: ...
+    @property
+    def pod_namespace(self) -> str: ...
+    @property
+    def instance_id(self) -> str: ...
+
+
+class ClusterError(Exception):
+    """In a cluster (NODE_NAME set), but the API server is unusable at start."""
+
+
+def cluster_link(provider: str, limit: int, env: Mapping[str, str] = os.environ) -> ClusterLink | None:
+    """The link when NODE_NAME is set (upstream's test for "in Kubernetes") and an API server is
+    configured (in-cluster service account, or KUBECONFIG); None outside a cluster.
+
+    NODE_NAME without any API server configuration runs without the link, and says so: the adaptor
+    still serves pods, with no node capacity, PeerPods or pull secrets.
+    """
+    if not env.get("NODE_NAME"):
+        return None
+    if not env.get("KUBECONFIG") and not env.get("KUBERNETES_SERVICE_HOST"):
+        log.info(
+            "NODE_NAME is set but no Kubernetes API is configured (no service account, no KUBECONFIG): "
+            "node capacity, PeerPods and image pull secrets are off"
+        )
+        return None
+    try:
+        config = KubeConfig.load(env)
+    except KubeConfigError as exc:
+        raise ClusterError(str(exc)) from None
+    provider = env.get("CLOUD_PROVIDER") or provider
+    return ClusterLink(KubeClient(config), env["NODE_NAME"], env.get("POD_UID", ""), provider, limit)
 
 
 class ClusterLink:
@@ -47,29 +78,13 @@ class ClusterLink:
         self.provider = provider
         self.limit = limit
 
-    @classmethod
-    def from_env(cls, provider: str, limit: int, env: Mapping[str, str] = os.environ) -> ClusterLink | None:
-        """A link when NODE_NAME is set (upstream's test for "in Kubernetes"), else None.
-
-        KubeConfigError when NODE_NAME is set but no cluster configuration is usable.
-        """
-        node_name = env.get("NODE_NAME", "")
-        if not node_name:
-            return None
-        config = KubeConfig.load(env)
-        return cls(
-            KubeClient(config),
-            node_name,
-            env.get("POD_UID", ""),
-            env.get("CLOUD_PROVIDER") or provider,
-            limit,
-        )
-
     async def start(self) -> None:
+        """Claim the node; as upstream, the adaptor does not start when it cannot (it is restarted)."""
         try:
             await node.claim(self.client, self.node_name, self.pod_uid, self.limit)
         except CALL_ERRORS as exc:
-            log.error("node %s: cannot advertise peer pod capacity: %s", self.node_name, exc)
+            await self.client.close()
+            raise ClusterError(f"node {self.node_name}: cannot advertise peer pod capacity: {exc}") from None
 
     async def close(self) -> None:
         try:
@@ -78,12 +93,25 @@ class ClusterLink:
             log.error("node %s: cannot withdraw peer pod capacity: %s", self.node_name, exc)
         await self.client.close()
 
-    async def registry_auth(self, sandbox: Sandbox) -> str | None:
+    async def auth_json(self, sandbox: Sandbox, default: str) -> str:
+        """The pod VM's auth.json: AUTH_JSON_FILE's registries with the pod's pull secrets over them.
+
+        Falls back to `default` when the secrets cannot be read or the result would not fit.
+        """
         try:
-            return await pullsecrets.registry_auth(self.client, sandbox.pod_namespace, sandbox.pod_name)
+            auths = await pullsecrets.registry_auths(self.client, sandbox.pod_namespace, sandbox.pod_name)
         except CALL_ERRORS as exc:
             log.warning("sandbox %s: image pull secrets not read: %s", sandbox.id, exc)
-            return None
+            return default
+        if not auths:
+            return default
+        merged = pullsecrets.merge(default, auths)
+        if len(merged) > AUTH_JSON_LIMIT:
+            log.warning(
+                "sandbox %s: registry credentials exceed %d bytes, not sent", sandbox.id, AUTH_JSON_LIMIT
+            )
+            return default
+        return merged
 
     async def instance_created(self, sandbox: Sandbox) -> None:
         """Create the sandbox's PeerPod; one already there (a retried StartVM) is kept."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 from typing import Any
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 KEYS = (".dockerconfigjson", ".dockercfg")
 
 
-async def registry_auth(client: KubeClient, namespace: str, pod_name: str) -> str | None:
-    """auth.json text for the pod, or None when it has no usable pull secret."""
+async def registry_auths(client: KubeClient, namespace: str, pod_name: str) -> dict[str, dict[str, str]]:
+    """registry -> {"auth": ...} from the pod's and its service account's pull secrets."""
     base = f"/api/v1/namespaces/{path_segment(namespace)}"
     pod = await client.get(f"{base}/pods/{path_segment(pod_name)}")
     spec = pod.get("spec") or {}
@@ -49,7 +50,18 @@ async def registry_auth(client: KubeClient, namespace: str, pod_name: str) -> st
             auths.update(_registries(secret.get("data") or {}))
         except ValueError as exc:
             log.warning("image pull secret %s/%s skipped: %s", namespace, name, exc)
-    return json.dumps({"auths": auths}, sort_keys=True) if auths else None
+    return auths
+
+
+def merge(auth_json: str, auths: dict[str, dict[str, str]]) -> str:
+    """`auths` over the registries of an auth.json text (AUTH_JSON_FILE; checked at start)."""
+    base: dict[str, Any] = {}
+    if auth_json.strip():
+        with contextlib.suppress(ValueError):
+            document = json.loads(auth_json)
+            if isinstance(document, dict) and isinstance(document.get("auths"), dict):
+                base = document
+    return json.dumps({**base, "auths": {**base.get("auths", {}), **auths}}, sort_keys=True)
 
 
 def _names(references: Any) -> list[str]:

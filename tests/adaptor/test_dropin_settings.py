@@ -92,7 +92,7 @@ def test_values_without_effect_are_said_one_line_each() -> None:
         ["-host-interface", "ens4", "-vxlan-min-id", "1000"],
     ).not_implemented()  # fmt: skip
     # The pod network settings take effect (adaptor.podnetwork), but the experimental external one.
-    named = ["PAUSE_IMAGE", "PEERPODS_LIMIT_PER_NODE=20", "EXTERNAL_NETWORK_VIA_PODVM=True"]
+    named = ["PAUSE_IMAGE", "EXTERNAL_NETWORK_VIA_PODVM=True"]
     assert len(notes) == len(named)
     for name in named:
         assert sum(name in note for note in notes) == 1, (name, notes)
