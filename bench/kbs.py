@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.common import cpu_seconds, percentile
+from kbs.attestation import BuiltinAttestation
 from kbs.broker import Broker
 from kbs.config import build_broker, parse_config
 from kbs.jwe import encrypt
@@ -158,12 +159,12 @@ async def prepare(broker: Broker, tee: str, material: SnpMaterial) -> None:
     """Policies that release the resource to `tee`, its reference values, the resource."""
     await broker.start()
     if tee == "sample":
-        broker.attestation.set_policy("default_cpu", SAMPLE_TRUSTING_POLICY)
+        await broker.attestation.set_policy("default_cpu", SAMPLE_TRUSTING_POLICY)
         await broker.policy.set(AFFIRMING_POLICY)
     else:  # the shipped policies, with reference values for the builder's guest
         payload = base64.b64encode(json.dumps(snp_reference_values(material)).encode()).decode()
-        broker.attestation.register_reference_value(
-            json.dumps({"version": "0.1.0", "type": "sample", "payload": payload})
+        await broker.attestation.register_reference_value(
+            json.dumps({"version": "0.1.0", "type": "sample", "payload": payload}).encode()
         )
     await broker.store.put(ResourcePath.parse(RESOURCE.split("/")), SECRET)
     broker.policy.release()
@@ -425,7 +426,8 @@ async def _steps(broker: Broker, tee: str, build: EvidenceBuilder, n: int) -> li
     token, _ = await broker.attest(session.id, body)
     verified = broker.tokens.verify(token)
     data = {"plugin": "resource", "resource-path": RESOURCE.split("/"), "query": {}}
-    verifier = broker.attestation.verifiers.get(tee)
+    assert isinstance(broker.attestation, BuiltinAttestation)
+    verifier = broker.attestation.service.verifiers.get(tee)
 
     async def attest_fresh() -> tuple[str, str]:
         """A new session attested: (session id, token)."""

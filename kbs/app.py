@@ -130,7 +130,7 @@ async def kbs_api(request: web.Request) -> web.StreamResponse:
         await broker.register_reference_value(_admin(request), await _body(request))
         return web.Response(content_type=JSON)
     if name == "reference-value" and method == "GET":
-        value = broker.query_reference_value(_admin(request), parts)
+        value = await broker.query_reference_value(_admin(request), parts)
         return web.Response(text=json.dumps(value), content_type=JSON)
     raise errors.plugin_not_found(name)
 

@@ -8,9 +8,7 @@ the attestation service refuses evidence that does not carry it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,6 +19,7 @@ import orjson
 
 from kbs import errors
 from kbs.admin import AdminAuth, AdminDenied
+from kbs.attestation import AttestationBackend, AttestationRefused, AttestationUnavailable
 from kbs.errors import KbsError
 from kbs.jwe import JweError, check_key, encrypt
 from kbs.metrics import KbsMetrics
@@ -49,13 +48,11 @@ from protocols.kbs import (
     runtime_data_claims,
     runtime_data_hash_algorithm,
 )
-from verifier.api import AsyncVerifier
 from verifier.binding import InitDataToml, StructuredRuntimeData
 from verifier.ear import EarError
 from verifier.errors import VerificationError
 from verifier.policy import PolicyError
-from verifier.rvps import RvpsError
-from verifier.service import AttestationService, RequestError, VerificationRequest
+from verifier.service import RequestError, VerificationRequest
 
 log = logging.getLogger(__name__)
 INIT_DATA_FORMAT = "toml"
@@ -73,7 +70,7 @@ class AdminRequest:
 
 @dataclass
 class Broker:
-    attestation: AttestationService
+    attestation: AttestationBackend
     sessions: SessionStore
     tokens: TokenVerifier
     policy: ResourcePolicy
@@ -85,10 +82,14 @@ class Broker:
     sweeper: Sweeper | None = None
 
     async def start(self) -> None:
-        """What needs the storage before the first request: the resource policy stored and checked."""
+        """What needs the event loop and the storage before the first request: the attestation
+        service's client or shared state, the resource policy stored and checked."""
+        await self.attestation.start()
+        self.tokens = TokenVerifier(self.tokens.settings, self.attestation.own_keys())  # a shared key
         await self.policy.load()
 
     async def close(self) -> None:
+        await self.attestation.close()
         if self.storage is not None:
             await self.storage.close()
 
@@ -143,8 +144,11 @@ class Broker:
             raise refuse(f"tee-pubkey cannot receive resources: {exc}") from None
         requests = self._verification_requests(session, attestation, refuse)
         try:
-            token = await self._evaluate(requests)
-        except _AS_ERRORS as exc:
+            token = await self.attestation.evaluate(requests, self.policy_ids)
+        except AttestationUnavailable as exc:
+            log.error("attestation service unavailable: %s", exc)
+            raise errors.storage_unavailable(refuse("attestation service unavailable")) from None
+        except AttestationRefused as exc:
             self.metrics.attestation_failures.labels(session.tee).inc()
             raise refuse(f"verify TEE evidence failed: {exc}") from None
         try:  # parsed now, kept for the session's /resource requests: never hand out a token they refuse
@@ -159,15 +163,6 @@ class Broker:
                 raise refuse("session expired during attestation")
             token = current.token  # a concurrent /attest on this session won; keep one token
         return token, session
-
-    async def _evaluate(self, requests: list[VerificationRequest]) -> str:
-        """Verification is CPU work that threads cannot parallelize (the GIL) and only slow down with
-        hand-offs, so it runs inline -- worker processes give the parallelism -- unless a verifier
-        may have to fetch collateral over the network (then the service's async path)."""
-        kinds = {type(self.attestation.verifiers.get(request.tee)) for request in requests}
-        if any(_fetches_collateral(kind) for kind in kinds):
-            return await self.attestation.evaluate_async(requests, self.policy_ids)
-        return self.attestation.evaluate(requests, self.policy_ids)
 
     def _verification_requests(
         self, session: Session, attestation: Attestation, refuse: Callable[[str], KbsError]
@@ -311,8 +306,11 @@ class Broker:
         except (KbsProtocolError, UnicodeDecodeError) as exc:
             raise refuse(f"parse set policy request: {exc}") from None
         try:
-            await asyncio.to_thread(self.attestation.set_policy, policy_id, text)
-        except PolicyError as exc:
+            await self.attestation.set_policy(policy_id, text)
+        except AttestationUnavailable as exc:
+            log.error("attestation service unavailable: %s", exc)
+            raise errors.storage_unavailable(refuse("attestation service unavailable")) from None
+        except AttestationRefused as exc:
             raise refuse(str(exc)) from None
 
     async def set_resource_policy(self, admin: AdminRequest, body: bytes) -> None:
@@ -349,17 +347,31 @@ class Broker:
 
     async def register_reference_value(self, admin: AdminRequest, body: bytes) -> None:
         self._admin(admin, "reference-value")
-        try:
-            await asyncio.to_thread(self.attestation.register_reference_value, body)
-        except RvpsError as exc:
-            raise KbsError(
-                "RvpsError", f"RVPS configuration failed: Failed to register reference value: {exc}"
-            ) from None
 
-    def query_reference_value(self, admin: AdminRequest, parts: Sequence[str]) -> Any:
+        def refuse(reason: str) -> KbsError:
+            return KbsError(
+                "RvpsError", f"RVPS configuration failed: Failed to register reference value: {reason}"
+            )
+
+        try:
+            await self.attestation.register_reference_value(body)
+        except AttestationUnavailable as exc:
+            log.error("attestation service unavailable: %s", exc)
+            raise errors.storage_unavailable(refuse("attestation service unavailable")) from None
+        except AttestationRefused as exc:
+            raise refuse(str(exc)) from None
+
+    async def query_reference_value(self, admin: AdminRequest, parts: Sequence[str]) -> Any:
         self._admin(admin, "reference-value")
         name = "/".join(parts)
-        value = self.attestation.query_reference_value(name)
+        try:
+            value = await self.attestation.query_reference_value(name)
+        except (AttestationUnavailable, AttestationRefused) as exc:
+            log.error("attestation service: %s", exc)
+            error = KbsError(
+                "RvpsError", "RVPS configuration failed: Failed to get reference_values: unavailable"
+            )
+            raise errors.storage_unavailable(error) from None
         if value is None:
             raise KbsError(
                 "RvpsError",
@@ -367,12 +379,6 @@ class Broker:
                 f"No reference value found for the given id: {name[:100]}",
             )
         return value
-
-
-@functools.cache
-def _fetches_collateral(kind: type) -> bool:
-    """Whether a verifier class has the async path (a runtime Protocol check is slow: once per class)."""
-    return issubclass(kind, AsyncVerifier)
 
 
 def _resource_path(parts: Sequence[str]) -> ResourcePath:

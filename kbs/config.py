@@ -3,10 +3,12 @@
 Sections used: `[http_server]` (`sockets`, `insecure_http`, `private_key`, `certificate`,
 `payload_request_size` in MB, `worker_count`; added here: `idle_timeout`, `body_timeout` in
 seconds), `[attestation_token]` (`trusted_jwk_sets`, `trusted_certs_paths`, `extra_teekey_paths`,
-`insecure_header_jwk`), `[attestation_service]` (`type = "coco_as_builtin"` only, `timeout` minutes;
+`insecure_header_jwk`), `[attestation_service]` (`type = "coco_as_builtin"`, `timeout` minutes;
 `attestation_token_broker`, `rvps_config`, `verifier_config`, `work_dir` as the attestation
-service's own configuration), `[storage_backend]` (`storage_type = "Memory" | "LocalFs" |
-"LocalJson" | "Postgres" | "Redis"`, `backends.local_fs.dir_path`, `backends.local_json.file_dir_path`,
+service's own configuration; or `type = "coco_as_grpc"` and `as_addr`, a separate attestation
+service several KBS front ends share, see `kbs.attestation.grpc`), `[storage_backend]`
+(`storage_type = "Memory" | "LocalFs" | "LocalJson" | "Postgres" | "Redis"`,
+`backends.local_fs.dir_path`, `backends.local_json.file_dir_path`,
 `backends.postgres.{db,username,password,port,host}`, `backends.redis.url`; `POSTGRES_URL` and
 `REDIS_URL` take precedence, as upstream), top-level `session_storage_type` (the sessions' own
 storage type, the backends' settings shared, as upstream),
@@ -44,13 +46,27 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kbs.admin import AdminAuth, AdminConfigError
+from kbs.attestation import AttestationBackend, BuiltinAttestation, GrpcAttestation
+from kbs.attestation.builtin import SharedState
+from kbs.attestation.grpc import DEFAULT_ADDRESS as DEFAULT_AS_ADDRESS
+from kbs.attestation.grpc import AsAddressError, as_target
 from kbs.broker import Broker
 from kbs.config_schema import KBS_CONFIG
 from kbs.metrics import KbsMetrics
 from kbs.policy import ResourcePolicy, ResourcePolicyError
 from kbs.sessions import SessionStore, Sweeper
-from kbs.storage import KBS, REPOSITORY, SESSIONS, StorageError, StorageFactory, StorageSettings, storage_type
-from kbs.storage.factory import LOCAL_FS, LOCAL_JSON, MEMORY
+from kbs.storage import (
+    AS_POLICY,
+    KBS,
+    REFERENCE_VALUE,
+    REPOSITORY,
+    SESSIONS,
+    StorageError,
+    StorageFactory,
+    StorageSettings,
+    storage_type,
+)
+from kbs.storage.factory import LOCAL_FS, LOCAL_JSON, MEMORY, POSTGRES, REDIS
 from kbs.store import (
     AsyncResourceStore,
     FileResourceStore,
@@ -59,7 +75,7 @@ from kbs.store import (
     StoreError,
     ThreadedResourceStore,
 )
-from kbs.token import TokenError, TokenSettings, TokenVerifier, own_keys_of
+from kbs.token import TokenError, TokenSettings, TokenVerifier
 from protocols.atomicfile import temp_name
 from protocols.strictconfig import StrictConfigError, check_keys
 from verifier.api import VerifierRegistry
@@ -68,6 +84,7 @@ from verifier.service import AttestationService
 
 DEFAULT_SOCKET = "127.0.0.1:8080"
 SIGNER_FILE = "token-signer.pem"
+AS_BUILTIN, AS_GRPC = "coco_as_builtin", "coco_as_grpc"
 # resource plugin backends: upstream's `storage_backend_type` values and this KBS's `type` values
 KVSTORAGE, AWS_SECRETS_MANAGER, AWS_BY_TAG = "kvstorage", "AwsSecretsManager", "Aws"
 RESOURCE_BACKENDS = {
@@ -224,12 +241,20 @@ def parse_config(text: str, source: str = "configuration") -> KbsConfig:
         insecure_header_jwk=_get(token_doc, "insecure_header_jwk", bool, False, "attestation_token"),
     )
     service = _table(doc, "attestation_service")
-    kind = service.get("type", "coco_as_builtin")
-    if kind != "coco_as_builtin":
+    kind = service.get("type", AS_BUILTIN)
+    if kind not in (AS_BUILTIN, AS_GRPC):
         raise KbsConfigError(
-            f"attestation_service.type {str(kind)[:40]!r} is not supported (coco_as_builtin)"
+            f"attestation_service.type {str(kind)[:40]!r} is not supported ({AS_BUILTIN}, {AS_GRPC})"
         )
     timeout = _get(service, "timeout", int, 5, "attestation_service")
+    if kind == AS_GRPC:
+        extra = sorted(set(service) - {"type", "timeout", "as_addr"})
+        if extra:
+            raise KbsConfigError(f"attestation_service.{extra[0]} is not a coco_as_grpc key (as_addr)")
+        try:
+            as_target(_get(service, "as_addr", str, DEFAULT_AS_ADDRESS, "attestation_service"))
+        except AsAddressError as exc:
+            raise KbsConfigError(str(exc)) from None
     storage = _storage_settings(doc)
     if not storage.shared and http.worker_count > 1:
         raise KbsConfigError(
@@ -359,17 +384,38 @@ def build_store(config: KbsConfig, storage: StorageFactory) -> AsyncResourceStor
     )
 
 
+def build_attestation(
+    config: KbsConfig, storage: StorageFactory, verifiers: VerifierRegistry | None = None
+) -> AttestationBackend:
+    """The attestation service the configuration names; a built-in one keeps its policies and
+    reference values in the storage when replicas share one that is not LocalFs (whose files it
+    reads itself), its signing key too unless one is configured."""
+    if config.attestation_service.get("type") == AS_GRPC:
+        return GrpcAttestation(config.attestation_service.get("as_addr", DEFAULT_AS_ADDRESS))
+    service = build_attestation_service(config, verifiers)
+    if config.storage.type not in (LOCAL_JSON, POSTGRES, REDIS):
+        return BuiltinAttestation(service)
+    broker = config.attestation_service.get("attestation_token_broker") or {}
+    shared = SharedState(
+        policies=storage.open(AS_POLICY),
+        values=storage.open(REFERENCE_VALUE),
+        kbs=storage.open(KBS),
+        share_signer=not broker.get("signer"),
+    )
+    return BuiltinAttestation(service, shared)
+
+
 def build_broker(config: KbsConfig, verifiers: VerifierRegistry | None = None) -> Broker:
     """Everything the configuration describes, opened and checked."""
     try:
-        attestation = build_attestation_service(config, verifiers)
         storage = StorageFactory(config.storage)
+        attestation = build_attestation(config, storage, verifiers)
         sessions = SessionStore(storage.open(SESSIONS), timeout=config.session_timeout_min * 60)
         kbs_namespace = storage.open(KBS)
         return Broker(
             attestation=attestation,
             sessions=sessions,
-            tokens=TokenVerifier(config.token, own_keys_of(attestation.jwks())),
+            tokens=TokenVerifier(config.token, attestation.own_keys()),
             policy=ResourcePolicy(kbs_namespace),
             store=build_store(config, storage),
             admin=AdminAuth.from_config(config.admin),

@@ -205,6 +205,20 @@ class ReferenceValueStore:
                     ) from None
         return [value.name for value in values]
 
+    def record(self, name: str) -> dict[str, Any] | None:
+        """Upstream's stored record of `name` (expired or not), for a store kept elsewhere (the
+        KBS's key-value storage)."""
+        with self._lock:
+            value = self._values.get(name)
+        return None if value is None else value.to_record()
+
+    def install(self, records: Mapping[str, Any]) -> None:
+        """Replace every value with `records` (name -> upstream record), as read from a store kept
+        elsewhere; all or nothing."""
+        values = {name: ReferenceValue.from_record(record) for name, record in records.items()}
+        with self._lock:
+            self._values = values
+
     def refresh(self) -> None:
         """Re-read the file if another replica changed it (one stat when it did not)."""
         if self._path is not None:

@@ -1,6 +1,7 @@
 """The end-to-end stack on one host: libvirtd, a scratch storage pool with the pod VM image, the
 `cloud-api-adaptor libvirt` process (QEMU user-mode networking, so the host only sees loopback
-traffic), the serial consoles of its VMs, and checks that nothing is left afterwards.
+traffic; or, for the pod network, a libvirt network inside a worker namespace: `worker_node`), the
+serial consoles of its VMs, and checks that nothing is left afterwards.
 
 Shared by tests/e2e and bench/boot.py. Everything here is named after one run id, so a run only
 ever looks at (and removes) what it made itself.
@@ -100,7 +101,7 @@ def kvm_problem(probe_seconds: float = 3.0) -> str | None:
 # -- libvirtd -------------------------------------------------------------------------------------
 
 
-def _connect(uri: str = URI) -> Any:
+def connect(uri: str = URI) -> Any:
     import libvirt
 
     # Errors are handled where they are caught; libvirt would also print each one on stderr.
@@ -135,6 +136,32 @@ def kvm_group_access() -> Iterator[None]:
         os.chmod(kvm, before.st_mode & 0o7777)
 
 
+def wait_for_libvirtd(uri: str, processes: list[subprocess.Popen[bytes]], timeout_s: float = 30) -> bool:
+    """Whether the libvirtd at `uri` answers within `timeout_s`; False as soon as one of the
+    `processes` serving it exits."""
+    import libvirt
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            connect(uri).close()
+            return True
+        except libvirt.libvirtError:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                return False
+            time.sleep(0.1)
+
+
+def terminate(process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout_s`."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class LibvirtDaemon:
     """libvirtd (and virtlogd), started here unless one already answers; stopped only if started."""
@@ -142,36 +169,20 @@ class LibvirtDaemon:
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __enter__(self) -> LibvirtDaemon:
-        import libvirt
-
-        try:
-            _connect().close()
+        if wait_for_libvirtd(URI, [], timeout_s=0):
             return self
-        except libvirt.libvirtError:
-            pass
         for daemon in ("virtlogd", "libvirtd"):
             self.started.append(
                 subprocess.Popen([daemon], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _connect().close()
-                return self
-            except libvirt.libvirtError:
-                if time.monotonic() > deadline or any(p.poll() is not None for p in self.started):
-                    self.__exit__()
-                    raise RuntimeError("libvirtd did not start") from None
-                time.sleep(0.1)
+        if not wait_for_libvirtd(URI, self.started):
+            self.__exit__()
+            raise RuntimeError("libvirtd did not start")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         for process in reversed(self.started):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process)
         self.started.clear()
 
 
@@ -203,7 +214,7 @@ class ScratchPool:
         path.mkdir(parents=True, mode=0o755)
         POOL_PARENT.chmod(0o755)
         pool = cls(f"peerpods-e2e-{run_id}", path, "podvm-base.qcow2")
-        conn = _connect()
+        conn = connect()
         try:
             libvirt_pool = conn.storagePoolCreateXML(_pool_xml(pool.name, path), 0)
             volume = libvirt_pool.createXML(_volume_xml(pool.base_volume, image.stat().st_size), 0)
@@ -216,8 +227,17 @@ class ScratchPool:
             conn.close()
         return pool
 
+    def share_with(self, uri: str) -> None:
+        """The same directory, with the base volume in it, as a transient pool of the libvirtd at
+        `uri` (one of a worker node's own); it goes when that daemon stops."""
+        conn = connect(uri)
+        try:
+            conn.storagePoolCreateXML(_pool_xml(self.name, self.path), 0)
+        finally:
+            conn.close()
+
     def volumes(self) -> list[str]:
-        conn = _connect()
+        conn = connect()
         try:
             pool = conn.storagePoolLookupByName(self.name)
             pool.refresh(0)
@@ -228,7 +248,7 @@ class ScratchPool:
     def remove(self) -> None:
         import libvirt
 
-        conn = _connect()
+        conn = connect()
         try:
             pool = conn.storagePoolLookupByName(self.name)
             for volume in pool.listAllVolumes(0):
@@ -311,8 +331,9 @@ class Console:
 class ConsoleWatcher:
     """Attaches a `Console` to each new domain of `owner` as soon as it is defined."""
 
-    def __init__(self, owner: str, poll_s: float = 0.02) -> None:
+    def __init__(self, owner: str, poll_s: float = 0.02, uri: str = URI) -> None:
         self.owner = owner
+        self.uri = uri
         self.poll_s = poll_s
         self.consoles: dict[str, Console] = {}  # by sandbox id
         self.defined_at: dict[str, float] = {}  # by sandbox id: when first seen running
@@ -333,7 +354,7 @@ class ConsoleWatcher:
     def _watch(self) -> None:
         import libvirt
 
-        conn = _connect()
+        conn = connect(self.uri)
         try:
             while not self._stop.is_set():
                 for domain in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
@@ -406,11 +427,11 @@ class HostKbs:
         config_file = self.directory / "kbs.toml"
         config_file.write_text(text)
         broker = build_broker(parse_config(text))
-        broker.attestation.set_policy("default_cpu", SAMPLE_TRUSTING_POLICY)
 
         async def seed() -> None:
             await broker.start()
             try:
+                await broker.attestation.set_policy("default_cpu", SAMPLE_TRUSTING_POLICY)
                 await broker.policy.set(AFFIRMING_POLICY)
                 await broker.store.put(ResourcePath.parse(self.resource.split("/")), self.secret)
             finally:
@@ -467,18 +488,21 @@ url = "{kbs_url}"
 class LibvirtAdaptor(AdaptorProcess):
     """`cloud-api-adaptor libvirt` as a process, its state in `directory`, its instances tagged `owner`."""
 
-    def __init__(self, directory: Path, owner: str, env: Mapping[str, str]) -> None:
-        super().__init__(directory, {**os.environ, **env}, "libvirt", ("--owner", owner))
+    def __init__(self, directory: Path, owner: str, env: Mapping[str, str], netns: str = "") -> None:
+        super().__init__(directory, {**os.environ, **env}, "libvirt", ("--owner", owner), netns=netns)
         self.owner = owner
 
 
-def adaptor_env(pool: ScratchPool, domain_type: str = "kvm", **extra: str) -> dict[str, str]:
-    """The libvirt provider's settings for a run: scratch pool, user-mode networking, small VMs."""
+def adaptor_env(
+    pool: ScratchPool, domain_type: str = "kvm", uri: str = URI, network: str = "", **extra: str
+) -> dict[str, str]:
+    """The libvirt provider's settings for a run: scratch pool, small VMs, and the libvirt
+    `network` if one is named, else user-mode networking."""
     env = {
-        "LIBVIRT_URI": URI,
+        "LIBVIRT_URI": uri,
         "LIBVIRT_POOL": pool.name,
         "LIBVIRT_VOL_NAME": pool.base_volume,
-        "LIBVIRT_USER_NETWORK": "true",
+        **({"LIBVIRT_NET": network} if network else {"LIBVIRT_USER_NETWORK": "true"}),
         "DISABLECVM": "true",
         "LIBVIRT_CPU": "2",
         "LIBVIRT_MEMORY": "1024",
@@ -497,10 +521,16 @@ def new_run_id() -> str:
 # -- what must be gone afterwards -----------------------------------------------------------------
 
 
-def leftovers(owner: str, domain_names: list[str], pool: ScratchPool | None = None) -> list[str]:
-    """What a run left: domains of `owner`, volumes besides the base one, and QEMU processes or
-    NVRAM files of the domains it made."""
-    conn = _connect()
+def leftovers(
+    owner: str,
+    domain_names: list[str],
+    pool: ScratchPool | None = None,
+    uri: str = URI,
+    nvram_dir: Path = NVRAM_DIR,
+) -> list[str]:
+    """What a run left: domains of `owner` at `uri`, volumes besides the base one, and QEMU
+    processes or NVRAM files (in `nvram_dir`) of the domains it made."""
+    conn = connect(uri)
     found: list[str] = []
     try:
         for domain in conn.listAllDomains(0):
@@ -519,7 +549,7 @@ def leftovers(owner: str, domain_names: list[str], pool: ScratchPool | None = No
                 f"guest={name}," in word or word == f"guest={name}" for word in words for name in names
             ):
                 found.append(f"QEMU process {cmdline.parent.name}")
-    found += [f"NVRAM {path}" for name in names for path in NVRAM_DIR.glob(f"{name}_VARS*")]
+    found += [f"NVRAM {path}" for name in names for path in nvram_dir.glob(f"{name}_VARS*")]
     return found
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from kbs.attestation import BuiltinAttestation
 from kbs.broker import Broker
 from kbs.sessions import SessionStore
 from kbs.token import json_pointer
@@ -26,8 +27,15 @@ from tests.kbs.support import (
     new_tee_key,
     start_kbs,
 )
+from verifier.ear import EarSigner
 
 SECRET = b"shhhhhhh"
+
+
+def token_signer(broker: Broker) -> EarSigner:
+    """The built-in attestation service's signing key."""
+    assert isinstance(broker.attestation, BuiltinAttestation)
+    return broker.attestation.service.signer
 
 
 @pytest.fixture
@@ -189,7 +197,7 @@ async def test_token_bound_to_another_key_is_refused(server: RunningKbs) -> None
     annotated = claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
     annotated["runtime_data_claims"]["tee-pubkey"] = kbs.tee_pubkey_of(other.public_key()).to_json()
     # Signed by the trusted attestation service key: only the binding check can catch it.
-    forged = server.broker.attestation.signer.sign(claims)
+    forged = token_signer(server.broker).sign(claims)
     async with Guest(server.url, key=other) as thief:
         status, doc = await thief.resource("default/test/secret", {"Authorization": f"Bearer {forged}"})
         assert (status, error_variant(doc)) == (401, "TokenVerifierError")
@@ -203,7 +211,7 @@ async def test_untrusted_or_expired_tokens_are_refused(server: RunningKbs) -> No
         await guest.handshake()
     claims = guest.token_claims()
     strange = EarSigner.ephemeral().sign(claims)  # a valid token from a key the KBS does not trust
-    expired = server.broker.attestation.signer.sign({**claims, "exp": claims["iat"] - 1})
+    expired = token_signer(server.broker).sign({**claims, "exp": claims["iat"] - 1})
     for token, reason in [(strange, "not a trusted key"), (expired, "expired"), ("a.b.c", "")]:
         async with Guest(server.url) as other:
             status, doc = await other.resource("default/test/secret", {"Authorization": f"Bearer {token}"})

@@ -290,8 +290,18 @@ def test_metrics_text_format() -> None:
         ("[http_server]\ninsecure_http = true\nidle_timeout = 0", "idle_timeout and body_timeout must be"),
         ('[http_server]\ninsecure_http = true\nbody_timeout = "1s"', "body_timeout must be a int"),
         (
-            '[http_server]\ninsecure_http = true\n[attestation_service]\ntype = "coco_as_grpc"',
+            '[http_server]\ninsecure_http = true\n[attestation_service]\ntype = "coco_as_remote"',
             "not supported",
+        ),
+        (
+            '[http_server]\ninsecure_http = true\n[attestation_service]\ntype = "coco_as_grpc"\n'
+            'as_addr = "as:50004"',
+            r"is not http\(s\)://host:port",
+        ),
+        (
+            '[http_server]\ninsecure_http = true\n[attestation_service]\ntype = "coco_as_grpc"\n'
+            'work_dir = "/x"',
+            "work_dir is not a coco_as_grpc key",
         ),
         ('[http_server]\ninsecure_http = "yes"', "insecure_http must be a bool"),
         (
