@@ -4,6 +4,7 @@ from an auth.json. Loopback registries are spoken to over plain HTTP, as Docker 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -100,18 +101,41 @@ class RegistryClient:
             raise PullError("Errors happened when pulling image", "layer descriptor without a size")
         digest = hashlib.sha256()
         received = 0
-        async with await self._get(f"{self._base}/blobs/{descriptor_digest(descriptor)}", "*/*") as response:
-            with target.open("wb") as out:
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    received += len(chunk)
-                    if received > size:
-                        raise PullError(
-                            "Errors happened when pulling image", "blob larger than its descriptor"
-                        )
-                    digest.update(chunk)
-                    if on_chunk is not None:
-                        on_chunk(chunk)
-                    out.write(chunk)
+        loop = asyncio.get_running_loop()
+        with target.open("wb") as out:
+
+            def consume(data: bytes) -> None:
+                digest.update(data)
+                if on_chunk is not None:
+                    on_chunk(data)
+                out.write(data)
+
+            # Hashing and writing run in a worker thread (they release the GIL), one batch behind the
+            # network, so receiving and hashing overlap.
+            pending: asyncio.Future[None] | None = None
+            batch = bytearray()
+            try:
+                async with await self._get(
+                    f"{self._base}/blobs/{descriptor_digest(descriptor)}", "*/*"
+                ) as response:
+                    async for chunk in response.content.iter_chunked(CHUNK):
+                        received += len(chunk)
+                        if received > size:
+                            raise PullError(
+                                "Errors happened when pulling image", "blob larger than its descriptor"
+                            )
+                        batch += chunk
+                        if len(batch) >= CHUNK:
+                            if pending is not None:
+                                await pending
+                            pending = loop.run_in_executor(None, consume, bytes(batch))
+                            batch.clear()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise PullError("Errors happened when pulling image", f"blob download: {exc}") from None
+            finally:
+                if pending is not None:
+                    await pending
+            await loop.run_in_executor(None, consume, bytes(batch))
         if received != size:
             raise PullError("Errors happened when pulling image", "blob shorter than its descriptor")
         _check_digest(digest.hexdigest(), descriptor)

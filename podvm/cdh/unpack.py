@@ -19,6 +19,7 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 _GZIP_TYPES = ("tar+gzip", "tar.gzip")
 _TAR_TYPES = ("v1.tar", "diff.tar")
+BUFFER = 1024 * 1024  # large reads: every layer of the stream costs Python calls per read
 
 
 class _Hashing(io.RawIOBase):
@@ -55,7 +56,8 @@ def unpack_layer(stream: BinaryIO, media_type: str, rootfs: Path, diff_id: str) 
         )
     hashing = _Hashing(source)
     try:
-        with tarfile.open(fileobj=io.BufferedReader(hashing), mode="r|") as tar:
+        reader = io.BufferedReader(hashing, BUFFER)
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=BUFFER) as tar:
             for member in tar:
                 _apply(tar, member, rootfs)
         hashing.drain()
