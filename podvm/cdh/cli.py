@@ -18,7 +18,7 @@ from podvm.cdh.config import load_cdh_config
 from podvm.cdh.errors import CdhError
 from podvm.cdh.hub import ConfidentialDataHub
 from protocols.cloudconfig import CDH_CONFIG_PATH
-from protocols.daemon import run
+from protocols.daemon import notify_ready, run
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def _attester(sample: bool) -> Attester:
 async def serve(hub: ConfidentialDataHub, socket: Path | None, stop: asyncio.Event) -> None:
     server = await hub.serve(socket)
     log.info("confidential data hub listening on %s", socket or hub.config.socket)
+    notify_ready()
     try:
         await stop.wait()
     finally:
