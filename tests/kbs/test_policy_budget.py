@@ -17,8 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.kbs.dbservers import free_port
+from tests.kbs.scaleout import KBS, wait_healthy
 from tests.kbs.support import API, AdminKey, b64url, config_text
-from tests.kbs.test_replicas import KBS, free_port, wait_healthy
 
 EXPLOSIVE = "package policy\nallow := " + "[" * 40 + "]" * 40 + "\n"
 CHECK_TIMEOUT = aiohttp.ClientTimeout(total=60)

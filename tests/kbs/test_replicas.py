@@ -11,7 +11,6 @@ import asyncio
 import base64
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.kbs.dbservers import free_port
+from tests.kbs.scaleout import KBS, wait_healthy
 from tests.kbs.support import (
     AFFIRMING_POLICY,
     API,
@@ -30,28 +31,6 @@ from tests.kbs.support import (
     b64url,
     config_text,
 )
-
-KBS = Path(sys.executable).with_name("kbs")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            try:
-                async with http.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
 
 
 @pytest.fixture

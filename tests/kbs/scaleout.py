@@ -1,0 +1,111 @@
+"""`kbs` processes sharing one storage backend, for the scale-out tests and the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kbs.storage.factory import LOCAL_FS, POSTGRES, REDIS
+from tests.kbs.dbservers import free_port
+from tests.kbs.storage_backends import postgres_settings
+from tests.kbs.support import AdminKey, config_text
+
+KBS = Path(sys.executable).with_name("kbs")
+
+
+def _section(kind: str, backend: str, settings: dict[str, Any]) -> str:
+    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+    return f'[storage_backend]\nstorage_type = "{kind}"\n[storage_backend.backends.{backend}]\n{lines}'
+
+
+def storage_section(kind: str, directory: Path, url: str = "") -> str:
+    """`[storage_backend]` for `kind` with upstream's keys; `url` is the test server's."""
+    if kind == LOCAL_FS:
+        return _section(kind, "local_fs", {"dir_path": str(directory)})
+    if kind == POSTGRES:
+        return _section(kind, "postgres", postgres_settings(url))
+    assert kind == REDIS
+    return _section(kind, "redis", {"url": url})
+
+
+def replica_config(
+    kind: str, directory: Path, admin: AdminKey, port: int, url: str = "", extra: str = ""
+) -> str:
+    local = directory / "storage"
+    text = config_text(local, admin.path, extra, sockets=f"127.0.0.1:{port}")
+    default = storage_section(LOCAL_FS, local)
+    assert default in text
+    return text.replace(default, storage_section(kind, local, url))
+
+
+async def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Until `/healthz` answers (polling a process coming up)."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(600):
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                async with http.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not come up")
+
+
+@dataclass
+class Replicas:
+    """`count` `kbs` processes on one storage; `urls[i]` serves replica i."""
+
+    kind: str
+    directory: Path
+    admin: AdminKey
+    url: str = ""
+    extra: str = ""
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+
+    async def start(self, count: int) -> None:
+        if not KBS.exists():
+            pytest.skip(f"the kbs command is not installed beside {sys.executable} (run scripts/bootstrap)")
+        for index in range(count):
+            port = free_port()
+            config = self.directory / f"kbs-{index}.toml"
+            config.write_text(
+                replica_config(self.kind, self.directory, self.admin, port, self.url, self.extra)
+            )
+            process = subprocess.Popen([str(KBS), "--config-file", str(config)], stderr=subprocess.PIPE)
+            self.processes.append(process)
+            self.urls.append(f"http://127.0.0.1:{port}")
+        for url, process in zip(self.urls, self.processes, strict=True):
+            await wait_healthy(url, process)
+
+    def kill(self, index: int) -> None:
+        self.processes[index].kill()
+        self.processes[index].wait(30)
+
+    def stop(self) -> str:
+        """Stop every replica; their standard error, for a test to check."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        errors = []
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stderr:
+                errors.append(process.stderr.read().decode(errors="replace"))
+                process.stderr.close()
+        return "".join(errors)
