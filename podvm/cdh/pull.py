@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import os
 import shutil
@@ -32,7 +31,7 @@ from podvm.cdh.errors import (
 )
 from podvm.cdh.policy import SignatureVerifier
 from podvm.cdh.reference import parse_reference
-from podvm.cdh.registry import Credentials, RegistryClient, descriptor_digest, parse_auth_json
+from podvm.cdh.registry import Credentials, RegistryClient, descriptor_digest, json_object, parse_auth_json
 from podvm.cdh.resources import Resources
 from podvm.cdh.unpack import unpack_layer
 from protocols.ocicrypt import keyprovider, layer
@@ -70,7 +69,7 @@ class ImagePuller:
             client = RegistryClient(session, ref, credentials)
             manifest, digest = await client.image_manifest()
             await self._verifier.check(ref, digest, client)
-            config = _json(await client.small_blob(manifest["config"]), "image config")
+            config = json_object(await client.small_blob(manifest["config"]), "image config")
             diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
             layers = manifest["layers"]
             if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
@@ -138,16 +137,21 @@ class ImagePuller:
                 try:
                     optsdata = await self._unwrap(base64.b64decode(encoded, validate=True))
                     break
-                except (UnwrapError, binascii.Error, ValueError) as exc:
-                    errors.append(getattr(exc, "detail", str(exc)))
+                except UnwrapError as exc:
+                    errors.append(exc.detail)
+                except (binascii.Error, ValueError) as exc:
+                    errors.append(f"annotation packet is not base64: {exc}")
             else:
                 raise UnwrapError("; ".join(errors))
             private = layer.parse_private(optsdata)
             public = layer.parse_public(
                 base64.b64decode(annotations[keyprovider.PUBOPTS_ANNOTATION], validate=True)
             )
-        except (UnwrapError, OcicryptError, KeyError, binascii.Error, ValueError, TypeError) as exc:
-            log.warning("layer key: %s", getattr(exc, "detail", exc))
+        except UnwrapError as exc:
+            log.warning("layer key: %s", exc.detail)
+            raise PullError(DECRYPT_LAYER_FAILED) from None
+        except (OcicryptError, KeyError, binascii.Error, ValueError, TypeError) as exc:
+            log.warning("layer key: %s", exc)
             raise PullError(DECRYPT_LAYER_FAILED) from None
         return private, public
 
@@ -164,13 +168,3 @@ def _unpack(work: Path, media_type: str, rootfs: Path, diff_id: str, check: laye
             log.warning("layer %s: %s", work.name, exc)
             raise PullError(DECRYPT_LAYER_FAILED) from None
         unpack_layer(check.plaintext(source), media_type, rootfs, diff_id)
-
-
-def _json(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise PullError("Failed to pull image manifest", f"{what} is not JSON") from None
-    if not isinstance(doc, dict):
-        raise PullError("Failed to pull image manifest", f"{what} is not a JSON object")
-    return doc

@@ -76,13 +76,13 @@ class RegistryClient:
     async def image_manifest(self) -> tuple[dict[str, Any], str]:
         """The image manifest (resolving an index to linux/amd64) and the digest it is known by."""
         body, media_type, digest = await self.manifest(self._ref.reference)
-        doc = _json(body, "manifest")
+        doc = json_object(body, "manifest")
         if media_type in (OCI_INDEX, DOCKER_LIST) or doc.get("manifests") is not None:
             entry = _platform_entry(doc)
             if not _DIGEST.fullmatch(entry):
                 raise PullError("Failed to pull image manifest", "index entry digest is not sha256:<64 hex>")
             body, media_type, digest = await self.manifest(entry)
-            doc = _json(body, "manifest")
+            doc = json_object(body, "manifest")
         if not isinstance(doc.get("layers"), list) or not isinstance(doc.get("config"), dict):
             raise PullError("Failed to pull image manifest", "manifest has no config or layers")
         return doc, digest
@@ -203,7 +203,7 @@ class RegistryClient:
                 raise PullError(
                     "Failed to pull image manifest", f"registry token endpoint: HTTP {reply.status}"
                 )
-            doc = _json(await reply.content.read(MAX_MANIFEST), "token response")
+            doc = json_object(await reply.content.read(MAX_MANIFEST), "token response")
         token = doc.get("token") or doc.get("access_token")
         if not isinstance(token, str):
             raise PullError("Failed to pull image manifest", "registry token response has no token")
@@ -220,10 +220,11 @@ def _platform_entry(index: dict[str, Any]) -> str:
     raise PullError("Failed to pull image manifest", "image index has no linux/amd64 manifest")
 
 
-def _json(body: bytes, what: str) -> dict[str, Any]:
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """A JSON object from the registry, or the manifest pull error."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise PullError("Failed to pull image manifest", f"{what} is not JSON") from None
     if not isinstance(doc, dict):
         raise PullError("Failed to pull image manifest", f"{what} is not a JSON object")
