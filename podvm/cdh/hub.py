@@ -43,7 +43,9 @@ class ConfidentialDataHub:
         self.config = config
         self.resources = Resources(kbs)
         image = config.image
-        verifier = SignatureVerifier(self.resources, image.policy_uri, image.policy_inline)
+        verifier = SignatureVerifier(
+            self.resources, image.policy_uri, image.policy_inline, image.sigstore_config_uri
+        )
         self.puller = ImagePuller(
             self.resources, self.unwrap, verifier, image.work_dir, image.credentials_uri
         )

@@ -3,7 +3,8 @@ before any layer is downloaded.
 
 Requirements: `insecureAcceptAnything`, `reject`, `sigstoreSigned` (cosign, keyed: `keyData` = base64
 PEM, or `keyPath` = a file or a `kbs:///` resource; the signature is the `sha256-<digest>.sig` tag) and
-`signedBy` (GPG simple signing: recognised, not verified here -- it rejects). Scopes of the `docker`
+`signedBy` (GPG simple signing, `simple_signing.py`, signatures from the sigstore lookaside named by
+`sigstore_config_uri`). Keys, like the policy, may be KBS resources. Scopes of the `docker`
 transport are tried as image-rs does: the whole reference, the repository and each parent namespace,
 the host, `*.domain` wildcards, then `""`, then `default`. Every requirement of the chosen list must
 hold.
@@ -11,6 +12,7 @@ hold.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -22,9 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from podvm.cdh.errors import CdhError, PullError, ResourceError
+from podvm.cdh.identity import IdentityMismatch, check_identity
 from podvm.cdh.reference import ImageReference
 from podvm.cdh.registry import RegistryClient
 from podvm.cdh.resources import Resources
+from podvm.cdh.simple_signing import SimpleSigningError, check_simple_signing, read_signatures, sigstore_base
 
 ACCEPT, REJECT, SIGSTORE, SIGNED_BY = "insecureAcceptAnything", "reject", "sigstoreSigned", "signedBy"
 REQUIREMENT_TYPES = (ACCEPT, REJECT, SIGSTORE, SIGNED_BY)
@@ -43,6 +47,7 @@ class Requirement:
     key_path: str | None = None
     key_data: str | None = None
     signed_identity: dict[str, Any] | None = None
+    key_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +107,10 @@ def _requirements(value: Any) -> list[Requirement]:
         identity = item.get("signedIdentity")
         if identity is not None and not isinstance(identity, dict):
             raise TypeError("signedIdentity must be an object")
-        key_path, key_data = item.get("keyPath"), item.get("keyData")
-        if not all(v is None or isinstance(v, str) for v in (key_path, key_data)):
-            raise TypeError("keyPath/keyData must be strings")
-        result.append(Requirement(kind, key_path, key_data, identity))
+        key_path, key_data, key_type = item.get("keyPath"), item.get("keyData"), item.get("keyType")
+        if not all(v is None or isinstance(v, str) for v in (key_path, key_data, key_type)):
+            raise TypeError("keyPath/keyData/keyType must be strings")
+        result.append(Requirement(kind, key_path, key_data, identity, key_type))
     return result
 
 
@@ -113,10 +118,17 @@ class SignatureVerifier:
     """Loads the policy named by cdh.toml (`image_security_policy_uri`, else the inline policy; neither:
     no verification, as upstream) and checks one image against it."""
 
-    def __init__(self, resources: Resources, policy_uri: str | None, policy_inline: str | None) -> None:
+    def __init__(
+        self,
+        resources: Resources,
+        policy_uri: str | None,
+        policy_inline: str | None,
+        sigstore_config_uri: str | None = None,
+    ) -> None:
         self._resources = resources
         self._policy_uri = policy_uri
         self._policy_inline = policy_inline
+        self._sigstore_config_uri = sigstore_config_uri
 
     async def check(self, ref: ImageReference, manifest_digest: str, client: RegistryClient) -> None:
         policy = await self._policy()
@@ -146,7 +158,11 @@ class SignatureVerifier:
         if requirement.type == REJECT:
             raise Denied(f"Policy `reject` rejects image {ref}")
         if requirement.type == SIGNED_BY:
-            raise Denied("rejected by `signedBy` rule: GPG simple signing is not verified by this CDH")
+            try:
+                await self._simple_signing(requirement, ref, manifest_digest)
+            except (Denied, SimpleSigningError) as exc:
+                raise Denied(f"rejected by `signedBy` rule: {exc}") from None
+            return
         try:
             key = await self._cosign_key(requirement)
             payloads = await cosign_payloads(client, manifest_digest, key)
@@ -155,22 +171,40 @@ class SignatureVerifier:
         except Denied as exc:
             raise Denied(f"rejected by `sigstoreSigned` rule: {exc}") from None
 
-    async def _cosign_key(self, requirement: Requirement) -> ec.EllipticCurvePublicKey:
+    async def _simple_signing(
+        self, requirement: Requirement, ref: ImageReference, manifest_digest: str
+    ) -> None:
+        if requirement.key_type != "GPGKeys":
+            raise Denied("Unknown key type in policy config: only support GPGKeys now.")
+        keyring = await self._key(requirement)
+        if self._sigstore_config_uri is None:
+            raise Denied("Simple Signing Sigstore Config not set")
+        try:
+            config = await self._resources.get(self._sigstore_config_uri)
+        except ResourceError:
+            raise Denied("Invalid simple signing sigstore config") from None
+        base = sigstore_base(config, ref, scope_candidates(ref))
+        signatures = await asyncio.to_thread(read_signatures, base, ref, manifest_digest)
+        await check_simple_signing(keyring, signatures, ref, manifest_digest, requirement.signed_identity)
+
+    async def _key(self, requirement: Requirement) -> bytes:
+        """The requirement's key material: base64 `keyData`, or `keyPath` (a file or a resource URI)."""
         if (requirement.key_path is None) == (requirement.key_data is None):
             raise Denied("exactly one of keyPath and keyData must be specified")
         if requirement.key_data is not None:
             try:
-                pem = base64.b64decode(requirement.key_data, validate=True)
+                return base64.b64decode(requirement.key_data, validate=True)
             except (binascii.Error, ValueError):
                 raise Denied("keyData is not base64") from None
-        else:
-            assert requirement.key_path is not None
-            path = requirement.key_path
-            uri = path if "://" in path else f"file://{path}"
-            try:
-                pem = await self._resources.get(uri)
-            except ResourceError:
-                raise Denied(f"cannot get the public key {path}") from None
+        assert requirement.key_path is not None
+        path = requirement.key_path
+        try:
+            return await self._resources.get(path if "://" in path else f"file://{path}")
+        except ResourceError:
+            raise Denied(f"cannot get the public key {path}") from None
+
+    async def _cosign_key(self, requirement: Requirement) -> ec.EllipticCurvePublicKey:
+        pem = await self._key(requirement)
         try:
             key = serialization.load_pem_public_key(pem)
         except (ValueError, UnsupportedAlgorithm):
@@ -227,21 +261,14 @@ def check_payload(
         raise Denied("Manifest digest does not match signature.")
     if identity is None:
         return
+    if identity.get("type") not in ("matchRepository", "exactRepository"):
+        raise Denied(
+            f"Denied by {identity.get('type')}: sigstoreSigned supports matchRepository and exactRepository"
+        )
     signed = (critical.get("identity") or {}).get("docker-reference")
-    kind = identity.get("type")
-    expected: object
-    if kind == "matchRepository":
-        expected = ref.name
-    elif kind == "exactRepository":
-        expected = identity.get("dockerRepository")
-    else:
-        raise Denied(f"Denied by {kind}: sigstoreSigned supports matchRepository and exactRepository")
-    if not isinstance(signed, str) or _repository_of(signed) != expected:
-        raise Denied(f"signed identity {str(signed)[:200]!r} does not match {expected!r}")
-
-
-def _repository_of(reference: str) -> str:
-    """`host[:port]/repo` of a reference that may carry a tag and/or a digest."""
-    name = reference.split("@", 1)[0]
-    colon, slash = name.rfind(":"), name.rfind("/")
-    return name[:colon] if colon > slash else name
+    if not isinstance(signed, str):
+        raise Denied("signature payload has no docker-reference")
+    try:
+        check_identity(identity, ref, signed)
+    except IdentityMismatch as exc:
+        raise Denied(f"{exc} signed identity {signed[:200]!r}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+from contextlib import contextmanager
 
 import aiohttp
 import pytest
@@ -12,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from podvm.cdh.config import ImageSettings
 from podvm.cdh.errors import PullError
+from podvm.cdh.identity import IdentityMismatch, check_identity
 from podvm.cdh.policy import Requirement, parse_policy, scope_candidates
 from podvm.cdh.reference import parse_reference
 from protocols.ttrpc.status import TtrpcError
@@ -176,3 +179,110 @@ async def test_signature_must_name_the_manifest_digest(tmp_path):
             caught.value.message
             == REJECTED + "rejected by `sigstoreSigned` rule: Manifest digest does not match signature."
         )
+
+
+def _gpg(home, *args, data: bytes | None = None) -> bytes:
+    result = subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", "", *args],
+        input=data,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout
+
+
+@contextmanager
+def gpg_key(home):
+    home.mkdir(mode=0o700)
+    try:
+        _gpg(home, "--quick-gen-key", f"Test <{home.name}@example.com>", "ed25519", "sign", "never")
+        yield home
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, timeout=60)
+
+
+def _gpg_sign(home, sigstore, image: str, digest: str) -> None:
+    """A simple-signing signature of `image@digest`, stored where the sigstore lookaside looks."""
+    reference = parse_reference(image)
+    payload = {
+        "critical": {
+            "identity": {"docker-reference": image},
+            "image": {"docker-manifest-digest": digest},
+            "type": "atomic container signature",
+        },
+        "optional": {},
+    }
+    directory = sigstore / f"{reference.repository}@{digest.replace(':', '=')}"
+    directory.mkdir(parents=True)
+    (directory / "signature-1").write_bytes(
+        _gpg(home, "--sign", "--output", "-", data=json.dumps(payload).encode())
+    )
+
+
+async def test_gpg_simple_signing_with_sigstore_config_from_the_kbs(tmp_path):
+    with gpg_key(tmp_path / "key1") as key1, gpg_key(tmp_path / "key2") as key2:
+        async with world(tmp_path) as w:
+            sigstore = tmp_path / "sigstore"
+            _gpg_sign(key1, sigstore, w.plain_image, manifest_digest(w.plain_image))
+            _gpg_sign(key2, sigstore, w.image, manifest_digest(w.image))
+            keyring = _gpg(key1, "--export")
+            policy = {
+                "default": [
+                    {"type": "signedBy", "keyType": "GPGKeys", "keyPath": "kbs:///default/gpg-keyring/test"}
+                ]
+            }
+            async with aiohttp.ClientSession() as http:
+                await w.kbs.put_resource(http, "default/gpg-keyring/test", keyring)
+                sigstore_config = f"default-docker:\n  sigstore: file://{sigstore}\n".encode()
+                await w.kbs.put_resource(http, "default/sigstore-config/test", sigstore_config)
+            settings = ImageSettings(
+                policy_inline=json.dumps(policy),
+                sigstore_config_uri="kbs:///default/sigstore-config/test",
+                work_dir=tmp_path / "work",
+                credentials_uri=None,
+            )
+            async with cdh(w, settings) as client:
+                await pull(client, w.plain_image, tmp_path / "signed")
+                with pytest.raises(TtrpcError) as caught:
+                    await pull(client, w.image, tmp_path / "other-key")
+                message = caught.value.message
+                assert message.startswith(
+                    REJECTED + "rejected by `signedBy` rule: The signatures do not satisfied!"
+                )
+                assert "signature does not verify with the policy's keyring" in message
+                # A tag whose digest has no signature directory at all.
+                image = make_oci_image(tmp_path / "unsigned", [{"u": b"1"}])
+                pushed = skopeo(
+                    "copy", "--dest-tls-verify=false", image.ref, f"docker://{w.registry}/test/app:unsigned"
+                )
+                assert pushed.returncode == 0, pushed.stderr
+                with pytest.raises(TtrpcError) as caught:
+                    await pull(client, f"{w.registry}/test/app:unsigned", tmp_path / "unsigned-bundle")
+                assert "Can not find any signatures." in caught.value.message
+        assert (tmp_path / "signed" / "rootfs" / "bin" / "hello").exists()
+
+
+def test_signed_identity_rules():
+    tagged = parse_reference("quay.io/team/app:1")
+    by_digest = parse_reference("quay.io/team/app@sha256:" + "1" * 64)
+    check_identity({"type": "matchRepoDigestOrExact"}, tagged, "quay.io/team/app:1")
+    check_identity({"type": "matchRepoDigestOrExact"}, by_digest, "quay.io/team/app:other")
+    check_identity({"type": "matchRepository"}, tagged, "quay.io/team/app:2")
+    check_identity({"type": "exactRepository", "dockerRepository": "quay.io/x/y"}, tagged, "quay.io/x/y:9")
+    check_identity(
+        {"type": "remapIdentity", "prefix": "quay.io/team", "signedPrefix": "mirror.io/t"},
+        tagged,
+        "mirror.io/t/app:1",
+    )
+    for rule, image, signed in (
+        ({"type": "matchExact"}, tagged, "quay.io/team/app:2"),
+        ({"type": "matchExact"}, by_digest, "quay.io/team/app@sha256:" + "1" * 64),
+        ({"type": "matchRepoDigestOrExact"}, tagged, "quay.io/team/app:2"),
+        ({"type": "matchRepository"}, tagged, "quay.io/team/other:1"),
+        ({"type": "exactReference", "dockerReference": "quay.io/team/app:1"}, tagged, "quay.io/team/app:2"),
+        ({"type": "sometimes"}, tagged, "quay.io/team/app:1"),
+    ):
+        with pytest.raises(IdentityMismatch):
+            check_identity(rule, image, signed)
