@@ -74,10 +74,24 @@ async def test_encrypted_image_is_pulled_after_attestation(tmp_path):
                 keyprovider_pb2.KeyProviderKeyWrapProtocolOutput,
             )
             out = json.loads(reply.KeyProviderKeyWrapProtocolOutput)
-            assert isinstance(
-                out["keyunwrapresults"]["optsdata"], list
-            )  # the int-array form ocicrypt-rs reads
-            assert len(layer.parse_private(bytes(out["keyunwrapresults"]["optsdata"])).symkey) == 32
+            # The integer-array form ocicrypt-rs reads.
+            assert isinstance(out["keyunwrapresults"]["optsdata"], list)
+            optsdata = bytes(out["keyunwrapresults"]["optsdata"])
+            assert len(layer.parse_private(optsdata).symkey) == 32
+
+            # The same packet in v2 form (explicit version and provider, empty KMS maps) unwraps alike.
+            v2 = {**json.loads(packet), "version": "0.1.0", "provider": "kbs", "provider_settings": {}}
+            request = keyprovider_pb2.KeyProviderKeyWrapProtocolInput(
+                KeyProviderKeyWrapProtocolInput=keyprovider.unwrap_request(json.dumps(v2).encode(), {})
+            )
+            reply = await client.unary(
+                "keyprovider.KeyProviderService",
+                "UnWrapKey",
+                request,
+                keyprovider_pb2.KeyProviderKeyWrapProtocolOutput,
+            )
+            out = json.loads(reply.KeyProviderKeyWrapProtocolOutput)
+            assert bytes(out["keyunwrapresults"]["optsdata"]) == optsdata
 
 
 async def _refused(w, tmp_path):

@@ -3,6 +3,7 @@ UnWrapKey fuzzed with packets (typed errors only, never a KEK request for a malf
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -11,7 +12,9 @@ from hypothesis import strategies as st
 
 from podvm.cdh.config import DEFAULT_CREDENTIALS_URI, DEFAULT_SOCKET, parse_cdh_config
 from podvm.cdh.errors import ConfigError, PullError, UnwrapError
+from podvm.cdh.policy import REQUIREMENT_TYPES, parse_policy
 from podvm.cdh.reference import ImageReference, parse_reference
+from podvm.cdh.registry import parse_auth_json
 from podvm.cdh.resources import Resources
 from podvm.cdh.unwrap import unwrap_optsdata
 from protocols.proto import cdh_pb2, keyprovider_pb2
@@ -86,3 +89,39 @@ def test_image_references():
 async def test_unwrap_raises_only_unwrap_errors(raw):
     with pytest.raises(UnwrapError):
         await unwrap_optsdata(Resources(None), raw)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.fixed_dictionaries(
+            {
+                "default": json_values
+                | st.lists(st.fixed_dictionaries({"type": st.sampled_from(REQUIREMENT_TYPES)}))
+            },
+            optional={"transports": json_values | st.dictionaries(st.just("docker"), json_values)},
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
+def test_policy_parser_raises_only_the_invalid_policy_error(raw):
+    try:
+        parse_policy(raw)
+    except PullError as exc:
+        assert str(exc) == "Image Pull error: Image policy rejected: Invalid image policy file"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps({"auths": v}).encode())))
+def test_auth_json_parser_raises_only_pull_errors(raw):
+    with contextlib.suppress(PullError):
+        parse_auth_json(raw)
