@@ -93,8 +93,8 @@ def parse_public(raw: bytes | str) -> PublicOptions:
     return PublicOptions(hmac=mac)
 
 
-def new_private_options(digest: str = "") -> PrivateOptions:
-    return PrivateOptions(symkey=os.urandom(SYMKEY_SIZE), nonce=os.urandom(NONCE_SIZE), digest=digest)
+def new_private_options() -> PrivateOptions:
+    return PrivateOptions(symkey=os.urandom(SYMKEY_SIZE), nonce=os.urandom(NONCE_SIZE))
 
 
 def _ctr(options: PrivateOptions) -> CipherContext:
@@ -106,7 +106,7 @@ def _hmac(options: PrivateOptions) -> crypto_hmac.HMAC:
 
 
 class _DecryptingReader(io.RawIOBase):
-    """Plaintext read from a ciphertext file whose HMAC was verified (see `open_verified`)."""
+    """Plaintext read from a ciphertext file whose HMAC was verified (made by `HmacCheck.plaintext`)."""
 
     def __init__(self, ciphertext: BinaryIO, options: PrivateOptions) -> None:
         self._source = ciphertext
@@ -160,23 +160,13 @@ def verify_file(ciphertext: BinaryIO, options: PrivateOptions, public: PublicOpt
     return check
 
 
-def open_verified(ciphertext: BinaryIO, options: PrivateOptions, public: PublicOptions) -> io.BufferedReader:
-    """A reader of the plaintext, for streaming into decompression and unpacking; the HMAC over the
-    whole ciphertext is checked first, so a tampered layer yields no byte at all."""
-    return verify_file(ciphertext, options, public).plaintext(ciphertext)
-
-
-def decrypt_verified(ciphertext: BinaryIO, plaintext: BinaryIO, options: PrivateOptions) -> int:
-    """Pass two: decrypt a ciphertext whose HMAC was checked; returns the plaintext size."""
-    return _transform(ciphertext, plaintext, _ctr(options), None)
-
-
 def decrypt_file(
     ciphertext: BinaryIO, plaintext: BinaryIO, options: PrivateOptions, public: PublicOptions
 ) -> int:
-    """Both passes over a seekable ciphertext file; nothing is written unless the HMAC matches."""
+    """Both passes over a seekable ciphertext file (the HMAC, then AES-CTR into `plaintext`); nothing
+    is written unless the HMAC matches. Returns the plaintext size."""
     verify_file(ciphertext, options, public)
-    return decrypt_verified(ciphertext, plaintext, options)
+    return _transform(ciphertext, plaintext, _ctr(options), None)
 
 
 def encrypt_file(

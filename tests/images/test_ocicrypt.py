@@ -114,6 +114,16 @@ def test_layer_round_trip_over_several_chunks():
     assert (size, out.getvalue()) == (len(plaintext), plaintext)
 
 
+def test_streamed_check_gives_plaintext_only_after_verification():
+    ciphertext, private, public = _encrypted(b"layer bytes" * 1000)
+    check = layer.HmacCheck(private, public)
+    check.update(ciphertext)
+    with pytest.raises(LayerDecryptionError, match="not verified"):
+        check.plaintext(io.BytesIO(ciphertext))
+    check.verify()
+    assert check.plaintext(io.BytesIO(ciphertext)).read() == b"layer bytes" * 1000
+
+
 @FUZZ
 @given(st.binary(min_size=1, max_size=4096), st.data())
 def test_tampered_layer_is_refused_before_any_plaintext(plaintext, data):
