@@ -17,7 +17,7 @@ from protocols.ocicrypt.errors import OcicryptError
 
 log = logging.getLogger(__name__)
 
-# coco_keyprovider's `sample=true` mode: a published KEK and a zero IV, for demos only.
+# coco_keyprovider's `sample=true` mode: a published KEK and an all-zero IV, for demos only.
 SAMPLE_KEK = bytes.fromhex("d99b7705b0ba7a168295b3a3367270b0dd9b371bf514ca8b9ba7f0a33711daea")
 SAMPLE_KID = "kbs:///default/test-key/1"
 RANDOM_KEK_REPO_TYPE = "default/image-kek"
@@ -61,7 +61,8 @@ class KeyProvider:
     async def wrap(self, request: keyprovider.WrapRequest) -> bytes:
         options = self._params(request.parameters, "--encryption-key")
         if options.sample:
-            wrapped, iv = keywrap.wrap(SAMPLE_KEK, request.optsdata, options.algorithm, bytes(12))
+            zero_iv = bytes(keywrap.IV_SIZES[options.algorithm])
+            wrapped, iv = keywrap.wrap(SAMPLE_KEK, request.optsdata, options.algorithm, zero_iv)
             return packet.AnnotationPacket(SAMPLE_KID, wrapped, iv, options.algorithm).to_json()
         kid, kek = await self._kek_for_wrap(options)
         wrapped, iv = keywrap.wrap(kek, request.optsdata, options.algorithm)

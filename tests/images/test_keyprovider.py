@@ -156,6 +156,14 @@ def test_cmd_mode_refuses_bad_input_with_a_message_and_status_1(tmp_path):
         assert b"Traceback" not in result.stderr
 
 
+def test_sample_mode_with_a256ctr_uses_a_16_byte_iv():
+    request = keyprovider.wrap_request(b"opts", {PROVIDER_NAME: [b"sample=true::algorithm=A256CTR"]})
+    result = _run_cmd(request)
+    assert result.returncode == 0, result.stderr
+    p = packet.parse_packet(keyprovider.parse_wrap_response(result.stdout))
+    assert (p.wrap_type, p.iv) == ("A256CTR", bytes(16))
+
+
 def test_sample_mode_matches_coco_keyprovider():
     result = _run_cmd(keyprovider.wrap_request(b"opts", {PROVIDER_NAME: [b"sample=true"]}))
     assert result.returncode == 0, result.stderr
