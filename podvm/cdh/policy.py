@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from podvm.cdh.errors import CdhError, PullError, ResourceError
 from podvm.cdh.identity import IdentityMismatch, check_identity
 from podvm.cdh.reference import ImageReference
-from podvm.cdh.registry import RegistryClient
+from podvm.cdh.registry import ImageManifest, RegistryClient
 from podvm.cdh.resources import Resources
 from podvm.cdh.simple_signing import SimpleSigningError, check_simple_signing, read_signatures, sigstore_base
 
@@ -130,13 +130,13 @@ class SignatureVerifier:
         self._policy_inline = policy_inline
         self._sigstore_config_uri = sigstore_config_uri
 
-    async def check(self, ref: ImageReference, manifest_digest: str, client: RegistryClient) -> None:
+    async def check(self, ref: ImageReference, image: ImageManifest, client: RegistryClient) -> None:
         policy = await self._policy()
         if policy is None:
             return
         for requirement in policy.requirements_for(ref):
             try:
-                await self._check(requirement, ref, manifest_digest, client)
+                await self._check(requirement, ref, image, client)
             except Denied as exc:
                 raise PullError(f"Image policy rejected: Denied by policy: {exc}") from None
 
@@ -151,7 +151,7 @@ class SignatureVerifier:
         return None
 
     async def _check(
-        self, requirement: Requirement, ref: ImageReference, manifest_digest: str, client: RegistryClient
+        self, requirement: Requirement, ref: ImageReference, image: ImageManifest, client: RegistryClient
     ) -> None:
         if requirement.type == ACCEPT:
             return
@@ -159,15 +159,16 @@ class SignatureVerifier:
             raise Denied(f"Policy `reject` rejects image {ref}")
         if requirement.type == SIGNED_BY:
             try:
-                await self._simple_signing(requirement, ref, manifest_digest)
+                await self._simple_signing(requirement, ref, image.digest)
             except (Denied, SimpleSigningError) as exc:
                 raise Denied(f"rejected by `signedBy` rule: {exc}") from None
             return
         try:
             key = await self._cosign_key(requirement)
-            payloads = await cosign_payloads(client, manifest_digest, key)
+            # A tag of a multi-arch image resolves to the index: cosign signs that digest.
+            payloads = await cosign_payloads(client, image.list_digest or image.digest, key)
             for payload in payloads:
-                check_payload(payload, ref, manifest_digest, requirement.signed_identity)
+                check_payload(payload, ref, image, requirement.signed_identity)
         except Denied as exc:
             raise Denied(f"rejected by `sigstoreSigned` rule: {exc}") from None
 
@@ -204,7 +205,10 @@ class SignatureVerifier:
             raise Denied(f"cannot get the public key {path}") from None
 
     async def _cosign_key(self, requirement: Requirement) -> ec.EllipticCurvePublicKey:
-        pem = await self._key(requirement)
+        if requirement.key_data is not None and requirement.key_data.lstrip().startswith("-----BEGIN"):
+            pem = requirement.key_data.encode()  # image-rs takes cosign keyData as the PEM text itself
+        else:
+            pem = await self._key(requirement)
         try:
             key = serialization.load_pem_public_key(pem)
         except (ValueError, UnsupportedAlgorithm):
@@ -249,15 +253,16 @@ async def cosign_payloads(
 
 
 def check_payload(
-    payload: dict[str, Any], ref: ImageReference, manifest_digest: str, identity: dict[str, Any] | None
+    payload: dict[str, Any], ref: ImageReference, image: ImageManifest, identity: dict[str, Any] | None
 ) -> None:
-    """The simple-signing payload names this image: its manifest digest, and (when the policy has a
-    signedIdentity) its repository."""
+    """The simple-signing payload names this image: its manifest digest (or that of the index it was
+    resolved through, as image-rs accepts), and (when the policy has a signedIdentity) its repository."""
     critical = payload.get("critical")
     if not isinstance(critical, dict):
         raise Denied("signature payload has no critical section")
-    image = critical.get("image") or {}
-    if not isinstance(image, dict) or image.get("docker-manifest-digest") != manifest_digest:
+    signed_image = critical.get("image") or {}
+    signed_digest = signed_image.get("docker-manifest-digest") if isinstance(signed_image, dict) else None
+    if signed_digest is None or signed_digest not in (image.digest, image.list_digest):
         raise Denied("Manifest digest does not match signature.")
     if identity is None:
         return

@@ -67,8 +67,9 @@ class ImagePuller:
         credentials = await self._credentials()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as session:
             client = RegistryClient(session, ref, credentials)
-            manifest, digest = await client.image_manifest()
-            await self._verifier.check(ref, digest, client)
+            image = await client.image_manifest()
+            manifest, digest = image.doc, image.digest
+            await self._verifier.check(ref, image, client)
             config = json_object(await client.small_blob(manifest["config"]), "image config")
             diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
             layers = manifest["layers"]

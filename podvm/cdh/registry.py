@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,16 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 Credentials = dict[str, tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageManifest:
+    """`doc` is the platform manifest, `digest` its digest; `list_digest` is the digest of the index
+    it was resolved through (what a tag of a multi-arch image names), if any."""
+
+    doc: dict[str, Any]
+    digest: str
+    list_digest: str | None = None
 
 
 def parse_auth_json(raw: bytes) -> Credentials:
@@ -73,19 +84,21 @@ class RegistryClient:
             raise PullError("Failed to pull image manifest", f"manifest digest {digest} is not {reference}")
         return body, media_type, digest
 
-    async def image_manifest(self) -> tuple[dict[str, Any], str]:
-        """The image manifest (resolving an index to linux/amd64) and the digest it is known by."""
+    async def image_manifest(self) -> ImageManifest:
+        """The image manifest, resolving an index to its linux/amd64 entry."""
         body, media_type, digest = await self.manifest(self._ref.reference)
         doc = json_object(body, "manifest")
+        list_digest = None
         if media_type in (OCI_INDEX, DOCKER_LIST) or doc.get("manifests") is not None:
             entry = _platform_entry(doc)
             if not _DIGEST.fullmatch(entry):
                 raise PullError("Failed to pull image manifest", "index entry digest is not sha256:<64 hex>")
+            list_digest = digest
             body, media_type, digest = await self.manifest(entry)
             doc = json_object(body, "manifest")
         if not isinstance(doc.get("layers"), list) or not isinstance(doc.get("config"), dict):
             raise PullError("Failed to pull image manifest", "manifest has no config or layers")
-        return doc, digest
+        return ImageManifest(doc, digest, list_digest)
 
     async def small_blob(self, descriptor: dict[str, Any], limit: int = MAX_CONFIG) -> bytes:
         body, _ = await self._get_small(f"{self._base}/blobs/{descriptor_digest(descriptor)}", "*/*", limit)

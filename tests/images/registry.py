@@ -201,3 +201,25 @@ def skopeo(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         timeout=120,
         check=False,
     )
+
+
+def wrap_in_index(layout: Path, tag: str = "latest") -> None:
+    """Turn the image tagged `tag` into a multi-arch index with one linux/amd64 entry (what a tag of a
+    multi-platform image resolves to); push it with `skopeo copy --all`."""
+    index = json.loads((layout / "index.json").read_text())
+    (entry,) = [m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag]
+    platform_entry = {k: v for k, v in entry.items() if k != "annotations"}
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{**platform_entry, "platform": {"architecture": "amd64", "os": "linux"}}],
+        }
+    ).encode()
+    top = {
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": _blob(layout, body),
+        "size": len(body),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))

@@ -20,7 +20,7 @@ from podvm.cdh.reference import parse_reference
 from protocols.ttrpc.status import TtrpcError
 from tests.images.cdh_support import cdh, pull, world
 from tests.images.cosign import manifest_digest, public_pem, sign
-from tests.images.registry import make_oci_image, skopeo
+from tests.images.registry import make_oci_image, skopeo, wrap_in_index
 
 REJECTED = "[CDH] [ERROR]: Image Pull error: Image policy rejected: Denied by policy: "
 
@@ -286,3 +286,25 @@ def test_signed_identity_rules():
     ):
         with pytest.raises(IdentityMismatch):
             check_identity(rule, image, signed)
+
+
+async def test_multi_arch_tag_signed_by_its_index_digest(tmp_path):
+    """A tag naming an index resolves to the linux/amd64 manifest; cosign signed the index digest, and
+    the key may be given as PEM text in keyData (as image-rs reads it)."""
+    async with world(tmp_path) as w:
+        key = ec.generate_private_key(ec.SECP256R1())
+        image = make_oci_image(tmp_path / "multi", [{"bin/hello": b"multi\n"}])
+        wrap_in_index(image.layout)
+        target = f"{w.registry}/test/multi:1"
+        pushed = skopeo("copy", "--all", "--dest-tls-verify=false", image.ref, f"docker://{target}")
+        assert pushed.returncode == 0, pushed.stderr
+        index_digest = manifest_digest(target)
+        sign(w.registry, "test/multi", index_digest, key, tmp_path / "sig")
+        policy = {"default": [{"type": "sigstoreSigned", "keyData": public_pem(key).decode()}]}
+        settings = ImageSettings(
+            policy_inline=json.dumps(policy), work_dir=tmp_path / "work", credentials_uri=None
+        )
+        async with cdh(w, settings) as client:
+            digest = await pull(client, target, tmp_path / "bundle")
+        assert digest != index_digest  # the platform manifest's
+        assert (tmp_path / "bundle" / "rootfs" / "bin" / "hello").read_bytes() == b"multi\n"
