@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kbs-url", help="register each KEK in this KBS as the resource named by keyid")
     parser.add_argument("--admin-key-file", type=Path, help="KBS admin private key (PEM, Ed25519 or P-256)")
     parser.add_argument("--issuer", help="iss claim of the admin token (when the KBS checks one)")
+    parser.add_argument("--cert-file", type=Path, help="root certificate (PEM) of an HTTPS KBS")
     return parser
 
 
@@ -32,9 +33,10 @@ def config_from(args: argparse.Namespace) -> ProviderConfig:
             raise KeyProviderError("--kbs-url needs --admin-key-file")
         try:
             pem = args.admin_key_file.read_bytes()
-        except OSError as exc:
-            raise KeyProviderError(f"cannot read {args.admin_key_file}: {exc.strerror}") from None
-        kbs = KbsUpload(args.kbs_url, pem, args.issuer)
+            ca_pem = args.cert_file.read_text() if args.cert_file is not None else None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyProviderError(f"cannot read the admin key or KBS certificate: {exc}") from None
+        kbs = KbsUpload(args.kbs_url, pem, args.issuer, ca_pem)
     return ProviderConfig(name=args.provider_name, kbs=kbs)
 
 

@@ -34,6 +34,7 @@ class KbsUpload:
     url: str
     admin_key_pem: bytes
     issuer: str | None = None
+    ca_pem: str | None = None  # root certificate of an HTTPS KBS with a private CA
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ async def register_kek(upload: KbsUpload, kid: ResourceUri, kek: bytes) -> None:
     """Store the KEK as the KBS resource `kid` (admin API, idempotent for a given KEK)."""
     try:
         token = mint_admin_token(upload.admin_key_pem, issuer=upload.issuer)
-        async with AdminClient(upload.url, admin_token=token) as admin:
+        async with AdminClient(upload.url, admin_token=token, ca_pem=upload.ca_pem) as admin:
             await admin.set_resource(kid.resource_path, kek)
     except KbsClientError as exc:
         raise KeyProviderError(f"registering the KEK at {kid} in the KBS failed: {exc}") from None

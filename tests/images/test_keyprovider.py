@@ -182,3 +182,12 @@ def test_keyid_forms_are_written_as_kbs_uris(tmp_path, keyid):
     result = _run_cmd(request)
     assert result.returncode == 0, result.stderr
     assert packet.parse_packet(keyprovider.parse_wrap_response(result.stdout)).kid == "kbs:///default/key/1"
+
+
+def test_unreadable_admin_key_is_a_message_not_a_traceback(tmp_path):
+    result = _run_cmd(
+        b"{}", "--kbs-url", "http://127.0.0.1:1", "--admin-key-file", str(tmp_path / "missing.pem")
+    )
+    assert result.returncode == 1
+    assert b"cannot read the admin key or KBS certificate" in result.stderr
+    assert b"Traceback" not in result.stderr
