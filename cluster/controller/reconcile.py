@@ -121,7 +121,9 @@ class PeerPodController:
             key = await self.work.get()
             try:
                 await self.reconcile(key)
-            except (ProviderError, *WATCH_ERRORS) as exc:
+            except Exception as exc:  # one PeerPod's failure, whatever it is, must not stop the others
+                if not isinstance(exc, (ProviderError, *WATCH_ERRORS)):
+                    log.exception("PeerPod %s/%s: unexpected error", *key)
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1))
@@ -166,9 +168,12 @@ class PeerPodController:
                 and not other_meta.get("deletionTimestamp")
                 and str(other_meta.get("creationTimestamp", "")) < created
             ):
-                log.info("PeerPod %s/%s: older duplicate %s of the same pod deleted", *key, other_key[1])
-                with contextlib.suppress(ApiError):
+                try:
                     await self.client.delete(peerpod.item(*other_key))
+                except ApiError as exc:
+                    if not exc.not_found:
+                        raise
+                log.info("PeerPod %s/%s: older duplicate %s of the same pod deleted", *key, other_key[1])
 
 
 class _Relist(Exception):

@@ -10,6 +10,7 @@ deleted pod (PeerPods) are deleted as in a real cluster.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.k8s.pki import ClusterCA
 
@@ -31,10 +34,14 @@ START_SECONDS = 120.0
 ADMIN_TOKEN = "peerpods-test-admin-token"
 
 
-def tools() -> dict[str, Path]:
-    """name -> binary: etcd, kube-apiserver, kube-controller-manager, helm (built on first use)."""
+def tools(*names: str) -> dict[str, Path]:
+    """name -> binary of `names` (default: etcd, kube-apiserver, kube-controller-manager, helm), built
+    on first use."""
     done = subprocess.run(
-        [str(ROOT / "scripts/build-k8s-tools"), "--print"], capture_output=True, text=True, check=False
+        [str(ROOT / "scripts/build-k8s-tools"), "--print", *names],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"scripts/build-k8s-tools failed:\n{done.stderr[-4000:]}")
@@ -54,6 +61,9 @@ class ControlPlane:
     ca: ClusterCA = field(default_factory=ClusterCA.create)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     port: int = 0
+    # Applied before the garbage collector starts, so that it watches their objects from the start
+    # (it discovers resource types added later only every 30 s).
+    preload: list[Path] = field(default_factory=list)
 
     @property
     def server(self) -> str:
@@ -78,8 +88,17 @@ class ControlPlane:
         )  # fmt: skip
         certs = self.directory / "pki"
         self.ca.write_pair(certs, "kube-apiserver", ["127.0.0.1", "localhost", "kubernetes.default.svc"])
-        account_key = certs / "sa.key"
-        account_key.write_bytes(self.ca.issue("sa", [])[1])
+        account_key, account_public = certs / "sa.key", certs / "sa.pub"
+        signing = ec.generate_private_key(ec.SECP256R1())
+        account_key.write_bytes(
+            signing.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+        account_public.write_bytes(signing.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
         tokens = self.directory / "tokens.csv"
         tokens.write_text(f'{ADMIN_TOKEN},admin,admin-uid,"system:masters"\n')
         self.port = free_port()
@@ -90,7 +109,10 @@ class ControlPlane:
              "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
              f"--tls-cert-file={certs / 'tls.crt'}", f"--tls-private-key-file={certs / 'tls.key'}",
              f"--cert-dir={certs}", f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
-             f"--service-account-key-file={account_key}", f"--service-account-signing-key-file={account_key}",
+             f"--service-account-key-file={account_public}",
+             f"--service-account-signing-key-file={account_key}",
+             # The "kubernetes" Service's endpoint may not be a loopback address: no endpoint.
+             "--endpoint-reconciler-type=none",
              "--service-account-issuer=https://kubernetes.default.svc",
              "--service-cluster-ip-range=10.96.0.0/16",
              # No controller creates the "default" ServiceAccount of each namespace here.
@@ -99,6 +121,8 @@ class ControlPlane:
         )  # fmt: skip
         self._write_kubeconfig()
         self._wait_ready()
+        for manifest in self.preload:
+            self._apply(yaml.safe_load(manifest.read_text()))
         self._spawn(
             "kube-controller-manager",
             [str(self.binaries["kube-controller-manager"]), f"--kubeconfig={self.kubeconfig}",
@@ -121,6 +145,20 @@ class ControlPlane:
             "current-context": "test",
         }  # fmt: skip
         self.kubeconfig.write_text(yaml.safe_dump(document))
+
+    def _apply(self, document: dict[str, object]) -> None:
+        """Server-side apply of a cluster-scoped apiextensions object (the CRDs of `preload`)."""
+        name = document["metadata"]["name"]  # type: ignore[index]
+        request = urllib.request.Request(
+            f"{self.server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            "?fieldManager=peerpods-tests&force=true",
+            data=json.dumps(document).encode(), method="PATCH",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                     "Content-Type": "application/apply-patch+yaml"},
+        )  # fmt: skip
+        context = ssl.create_default_context(cadata=self.ca.pem.decode())
+        with urllib.request.urlopen(request, context=context, timeout=30):
+            pass
 
     def _wait_ready(self) -> None:
         """Poll /readyz until the server has its storage and built-in objects (start-up only)."""
@@ -161,8 +199,8 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def control_plane(directory: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(directory, tools())
+def control_plane(directory: Path, preload: list[Path]) -> Iterator[ControlPlane]:
+    plane = ControlPlane(directory, tools(), preload=preload)
     try:
         plane.start()
         yield plane
