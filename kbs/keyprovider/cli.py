@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kbs.keyprovider.grpc_server import MAX_MESSAGE_BYTES, start_grpc
 from kbs.keyprovider.provider import KbsUpload, KeyProvider, KeyProviderError, ProviderConfig
+from protocols import version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,7 @@ async def serve(provider: KeyProvider, address: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = version.parse_args(build_parser(), argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         provider = KeyProvider(config_from(args))

@@ -17,6 +17,7 @@ from podvm.attestation_agent.initdata import from_peerpod_files
 from podvm.cdh.config import load_cdh_config
 from podvm.cdh.errors import CdhError
 from podvm.cdh.hub import ConfidentialDataHub
+from protocols import version
 from protocols.cloudconfig import CDH_CONFIG_PATH
 from protocols.daemon import notify_ready, run
 
@@ -47,7 +48,7 @@ async def serve(hub: ConfidentialDataHub, socket: Path | None, stop: asyncio.Eve
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = version.parse_args(build_parser(), argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_cdh_config(args.config)

@@ -38,7 +38,10 @@ ENABLED_UNITS = (
     "systemd-networkd.service",
 )
 # Enabled when the project provides their command (unit -> command in /usr/local/bin).
-OPTIONAL_UNITS = {"attestation-agent.service": "attestation-agent"}
+OPTIONAL_UNITS = {
+    "attestation-agent.service": "attestation-agent",
+    "confidential-data-hub.service": "confidential-data-hub",
+}
 # Not wanted in a disposable, non-interactive pod VM, or slow on every first boot.
 MASKED_UNITS = (
     "getty.target",

@@ -36,7 +36,7 @@ VENV = "/opt/peerpods"
 # The console scripts the units run, linked into /usr/local/bin like upstream's binaries.
 COMMANDS = ("process-user-data", "agent-protocol-forwarder", "peerpods-standin-agent")
 # Linked when the project has them: the guest attestation agent and its REST API front.
-OPTIONAL_COMMANDS = ("attestation-agent", "api-server-rest")
+OPTIONAL_COMMANDS = ("attestation-agent", "api-server-rest", "confidential-data-hub")
 STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 
 _ONE_LINE = re.compile(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)")
