@@ -109,10 +109,10 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         cluster = cluster_link(args.provider, config.peerpods_limit_per_node)
         manager = SandboxManager(config, provider, store, authority, cluster)
         await manager.reconcile()
+        if cluster:  # before serving, as upstream: a served node has its capacity
+            await cluster.start()
         server = Server(hypervisor_services(manager), frame_deadline_s=config.frame_deadline_s)
         await server.listen_unix(config.socket)
-        if cluster:
-            await cluster.start()
     except (ProviderError, OSError, sqlite3.Error, ClusterError) as exc:
         await provider.teardown()
         raise ConfigError([f"cannot start: {_one_line(exc)}"]) from None

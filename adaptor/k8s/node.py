@@ -2,7 +2,9 @@
 
 At start the adaptor marks itself the node's owner (annotation kata.peerpods.io/caa-owner = its pod
 UID) and advertises PEERPODS_LIMIT_PER_NODE units of kata.peerpods.io/vm in the node's status
-capacity (the kubelet copies extended resources to allocatable). During a rolling update the new
+capacity (the kubelet copies extended resources to allocatable). Merge patches on nodes/status, so
+other capacity entries are untouched and a node without any capacity yet works too (upstream's JSON
+patch `add /status/capacity/...` fails there). During a rolling update the new
 adaptor starts beside the old one and takes ownership, so at shutdown an adaptor withdraws the
 capacity only if it is still the owner, as upstream's.
 
@@ -15,14 +17,13 @@ from __future__ import annotations
 
 import logging
 
-from cluster.kubeapi import JSON_PATCH, ApiError, KubeClient, path_segment
+from cluster.kubeapi import KubeClient, path_segment
 
 log = logging.getLogger(__name__)
 
 OWNER_ANNOTATION = "kata.peerpods.io/caa-owner"
 RESOURCE = "kata.peerpods.io/vm"
 UNLIMITED = 1_000_000
-_CAPACITY_PATH = "/status/capacity/" + RESOURCE.replace("~", "~0").replace("/", "~1")
 
 
 def advertised(limit: int) -> int | None:
@@ -40,9 +41,7 @@ async def claim(client: KubeClient, node: str, pod_uid: str, limit: int) -> None
     if capacity is None:
         log.info("node %s: %s not advertised (PEERPODS_LIMIT_PER_NODE %d)", node, RESOURCE, limit)
         return
-    await client.patch(
-        f"{path}/status", [{"op": "add", "path": _CAPACITY_PATH, "value": str(capacity)}], JSON_PATCH
-    )
+    await client.patch(f"{path}/status", {"status": {"capacity": {RESOURCE: str(capacity)}}})
     log.info("node %s: capacity %s = %d", node, RESOURCE, capacity)
 
 
@@ -56,10 +55,6 @@ async def release(client: KubeClient, node: str, pod_uid: str) -> bool:
         return False
     if RESOURCE not in (current.get("status", {}).get("capacity") or {}):
         return True
-    try:
-        await client.patch(f"{path}/status", [{"op": "remove", "path": _CAPACITY_PATH}], JSON_PATCH)
-    except ApiError as exc:
-        if exc.status != 422:  # removed meanwhile
-            raise
+    await client.patch(f"{path}/status", {"status": {"capacity": {RESOURCE: None}}})
     log.info("node %s: capacity %s withdrawn", node, RESOURCE)
     return True

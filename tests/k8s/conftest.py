@@ -34,6 +34,14 @@ def plane() -> Iterator[ControlPlane]:
 
 
 @pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short scratch path: unix socket paths (agent sockets under the pods dir) stay under 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 async def kube(plane: ControlPlane) -> AsyncIterator[KubeClient]:
     async with KubeClient(KubeConfig.from_file(plane.kubeconfig)) as client:
         yield client
