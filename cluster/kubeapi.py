@@ -230,8 +230,8 @@ class KubeClient:
         return await self.request("PATCH", path, body, content_type)
 
     async def apply(self, path: str, body: Json, manager: str) -> Json:
-        """Server-side apply (force: the tests and the charts own what they apply)."""
-        params = {"fieldManager": manager, "force": "true"}
+        """Server-side apply, schema-checked (unknown or duplicate fields are errors), taking fields over."""
+        params = {"fieldManager": manager, "force": "true", "fieldValidation": "Strict"}
         return await self.request("PATCH", path, body, APPLY_PATCH, params)
 
     async def delete(self, path: str, body: Json | None = None) -> Json:
