@@ -13,6 +13,8 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 
+from pyroute2 import IPRoute
+
 from adaptor.netsettings import PodNetworkConfig
 from protocols.podnet import notrack
 from protocols.podnet.config import PodNetwork, PodNetworkError, Route
@@ -21,6 +23,7 @@ from protocols.podnet.netlink import (
     NetnsGone,
     VxlanParams,
     delete_link,
+    has_redirect,
     index_of,
     ipv4_interfaces,
     link_facts,
@@ -36,7 +39,6 @@ from protocols.podnet.netlink import (
 
 log = logging.getLogger(__name__)
 
-HOST_VXLAN_NAMES = tuple(f"ppvxlan{n}" for n in range(1, 6))
 POD_TUNNEL_INTERFACE = "vxlan1"
 
 
@@ -97,32 +99,38 @@ def tunnel_peer(network: PodNetwork, vm_ips: Sequence[str]) -> ipaddress.IPv4Add
 
 
 def setup(netns_path: str, network: PodNetwork, peer: ipaddress.IPv4Address) -> None:
-    """NOTRACK rules, then the VXLAN device made here (its UDP socket stays in this namespace),
-    moved into the pod's namespace as vxlan1, and the pod's interface spliced to it both ways.
-    Whatever a previous attempt left in the pod's namespace is removed first."""
-    teardown_pod_side(netns_path, network)
+    """NOTRACK rules, then the VXLAN device as vxlan1 in the pod's namespace with its UDP socket in
+    this one, and the pod's interface spliced to it both ways. Whatever a previous attempt left in
+    the pod's namespace is removed first."""
     notrack.add(peer, network.vxlan_port, network.vxlan_id)
     with namespace(None) as host, namespace(netns_path) as pod:
-        params = VxlanParams(network.vxlan_id, peer, network.vxlan_port)
-        tunnel = vxlan_into(host, pod, netns_path, HOST_VXLAN_NAMES, params)
         pod_if = index_of(pod, network.interface)
         if pod_if is None:
             raise NetnsError(f"pod interface {network.interface} missing in {netns_path}")
-        pod.link("set", index=tunnel, ifname=POD_TUNNEL_INTERFACE)
+        _clean_pod_side(pod, pod_if)
+        params = VxlanParams(network.vxlan_id, peer, network.vxlan_port)
+        tunnel = vxlan_into(host, pod, netns_path, POD_TUNNEL_INTERFACE, params)
         pod.link("set", index=tunnel, state="up")
         redirect(pod, pod_if, tunnel)
         redirect(pod, tunnel, pod_if)
+
+
+def _clean_pod_side(pod: IPRoute, pod_if: int | None) -> None:
+    """Redirects and vxlan1 out of a pod namespace, looked up first (a qdisc or link delete waits
+    for an RCU grace period, so nothing is deleted that is not there)."""
+    tunnel = index_of(pod, POD_TUNNEL_INTERFACE)
+    for index in (pod_if, tunnel):
+        if index is not None and has_redirect(pod, index):
+            remove_redirect(pod, index)
+    if tunnel is not None and vxlan_params(pod, tunnel):
+        delete_link(pod, tunnel)
 
 
 def teardown_pod_side(netns_path: str, network: PodNetwork) -> None:
     """Redirects and vxlan1 out of the pod's namespace; a namespace already gone is fine."""
     try:
         with namespace(netns_path) as pod:
-            for name in (network.interface, POD_TUNNEL_INTERFACE):
-                if (index := index_of(pod, name)) is not None:
-                    remove_redirect(pod, index)
-            if (tunnel := index_of(pod, POD_TUNNEL_INTERFACE)) is not None and vxlan_params(pod, tunnel):
-                delete_link(pod, tunnel)
+            _clean_pod_side(pod, index_of(pod, network.interface))
     except NetnsGone:
         log.info("pod network namespace %s is already gone", netns_path)
 
@@ -130,6 +138,8 @@ def teardown_pod_side(netns_path: str, network: PodNetwork) -> None:
 def teardown(netns_path: str, network: PodNetwork, peer: ipaddress.IPv4Address | None) -> None:
     """Undo `setup` in upstream's order. The NOTRACK rules are removed from the values kept with
     the sandbox, so they do not leak when the CNI deleted the pod's namespace first."""
-    teardown_pod_side(netns_path, network)
-    if peer is not None:
-        notrack.remove(peer, network.vxlan_port, network.vxlan_id)
+    if peer is None:
+        teardown_pod_side(netns_path, network)
+        return
+    with notrack.removed_meanwhile(peer, network.vxlan_port, network.vxlan_id):
+        teardown_pod_side(netns_path, network)

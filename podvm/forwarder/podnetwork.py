@@ -28,7 +28,6 @@ from protocols.podnet.netlink import (
 
 log = logging.getLogger(__name__)
 
-VM_VXLAN_NAME = "vxlan0"
 SCOPE_LINK = 253
 RTPROT_KERNEL = 2
 WAIT_FOR_NETWORK_S = 180.0
@@ -64,8 +63,7 @@ def setup(network: PodNetwork, podns: str) -> None:
     notrack.add(worker, network.vxlan_port, network.vxlan_id)
     with namespace(None) as vm, namespace(podns) as pod:
         params = VxlanParams(network.vxlan_id, worker, network.vxlan_port)
-        link = vxlan_into(vm, pod, podns, (VM_VXLAN_NAME,), params)
-        pod.link("set", index=link, ifname=network.interface)
+        link = vxlan_into(vm, pod, podns, network.interface, params)
         pod.link("set", index=link, address=network.pod_hw_addr, mtu=network.pod_mtu)
         address, prefixlen = str(network.pod_ip.ip), network.pod_ip.network.prefixlen
         pod.addr("add", index=link, address=address, prefixlen=prefixlen)
@@ -106,5 +104,5 @@ def teardown_interface(network: PodNetwork, podns: str) -> None:
 
 
 def teardown(network: PodNetwork, podns: str) -> None:
-    teardown_interface(network, podns)
-    notrack.remove(network.worker_node_ip.ip, network.vxlan_port, network.vxlan_id)
+    with notrack.removed_meanwhile(network.worker_node_ip.ip, network.vxlan_port, network.vxlan_id):
+        teardown_interface(network, podns)

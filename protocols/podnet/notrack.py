@@ -16,6 +16,7 @@ import ipaddress
 import subprocess
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 CHAINS = {"OUTPUT": "-d", "PREROUTING": "-s"}  # built-in chain -> how the peer address is matched
@@ -86,3 +87,14 @@ def remove(peer: ipaddress.IPv4Address, port: int, vni: int) -> None:
                 changes += ["-D" + line[2:] for line in current if line == f"-A {builtin} -j {chain}"]
                 changes.append(f"-X {chain}")
         _apply(changes)
+
+
+@contextmanager
+def removed_meanwhile(peer: ipaddress.IPv4Address, port: int, vni: int) -> Iterator[None]:
+    """`remove` in a thread of its own while the caller deletes the tunnel's links: a link delete
+    waits for an RCU grace period and the iptables commands need no netlink, so a teardown takes
+    the longer of the two, not their sum. The thread starts in the caller's network namespace."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        removal = pool.submit(remove, peer, port, vni)
+        yield
+        removal.result()
