@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 # Top-level packages of this distribution: a missing one is a broken install, not a missing extra.
@@ -41,16 +41,18 @@ def import_with_extra(module: str, extra: str) -> ModuleType:
         raise MissingExtraError(extra, missing) from exc
 
 
-def launcher(prog: str, module: str, extra: str) -> Callable[[], None]:
-    """A console-script entry point that imports `module` and runs its `main`, or exits with status 2
-    and one line naming the extra to install."""
+def launcher(prog: str, module: str, extra: str) -> Callable[[Sequence[str] | None], None]:
+    """A console-script entry point that imports `module` and runs its `main` (with `argv` when
+    given, as the command's own main takes it), or exits with status 2 and one line naming the
+    extra to install."""
 
-    def main() -> None:
+    def main(argv: Sequence[str] | None = None) -> None:
         try:
             target = import_with_extra(module, extra)
         except MissingExtraError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             sys.exit(2)
-        sys.exit(target.main())  # the command's exit status (2 for a bad configuration)
+        # The command's exit status (2 for a bad configuration).
+        sys.exit(target.main() if argv is None else target.main(list(argv)))
 
     return main
