@@ -78,20 +78,44 @@ async def webhook_bench(args: argparse.Namespace, kube: KubeClient, directory: P
         )
         await wait_active(kube, namespace)
         await create_all(kube, namespace, [pod(f"warm-{i}", "kata-remote", resources) for i in range(20)])
-        plain = await create_all(
-            kube, namespace, [pod(f"plain-{i}", None, resources) for i in range(args.pods)]
-        )
-        mutated = await create_all(kube, namespace, [pod(f"kata-{i}", "kata-remote", resources)
-                                                     for i in range(args.pods)])  # fmt: skip
+        plain: list[float] = []
+        mutated: list[float] = []
+        # ABBA order: a drift of the machine's load over the run weighs on both sides alike.
+        for round_, runtime_class in enumerate((None, "kata-remote", "kata-remote", None)):
+            bodies = [pod(f"r{round_}-{i}", runtime_class, resources) for i in range(args.pods)]
+            (mutated if runtime_class else plain).extend(await create_all(kube, namespace, bodies))
+    seen_by_server = await webhook_call_buckets(kube)
     added_p50 = statistics.median(mutated) - statistics.median(plain)
     added_p99 = percentile(mutated, 0.99) - percentile(plain, 0.99)
-    print(f"webhook: {args.pods} pods created at once through the API server")
+    print(f"webhook: {args.pods} pods created at once through the API server, twice each way")
     for label, samples in (("not sent to the webhook", plain), ("mutated by the webhook ", mutated)):
         p50, p99 = statistics.median(samples), percentile(samples, 0.99)
         print(f"  create, {label} : p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
     print(f"  added by the webhook            : p50 {added_p50:7.1f} ms  p99 {added_p99:7.1f} ms "
           f"(target p99 <= {TARGET_ADDED_P99_MS:g})")  # fmt: skip
-    return added_p99 <= TARGET_ADDED_P99_MS
+    calls = seen_by_server[-1][1] if seen_by_server else 0
+    p50_bound = next((le for le, n in seen_by_server if n >= 0.5 * calls), "?")
+    p99_bound = next((le for le, n in seen_by_server if n >= 0.99 * calls), "?")
+    print(f"  webhook calls as the API server times them : {calls:.0f} calls, p50 <= {p50_bound} s, "
+          f"p99 <= {p99_bound} s (its histogram buckets)")  # fmt: skip
+    return p99_bound != "?" and float(p99_bound) <= TARGET_ADDED_P99_MS / 1000
+
+
+async def webhook_call_buckets(kube: KubeClient) -> list[tuple[str, float]]:
+    """The API server's histogram of its calls to the webhook: (bucket bound, cumulative count).
+
+    The end-to-end difference above is within the noise of 200 creates on two shared cores; this is
+    the webhook's own share, measured by the API server around each call.
+    """
+    text = await kube.request_text("/metrics")
+    buckets = []
+    for line in text.splitlines():
+        if (line.startswith("apiserver_admission_webhook_admission_duration_seconds_bucket{")
+                and 'name="mwebhook.peerpods.io"' in line and 'operation="CREATE"' in line):  # fmt: skip
+            labels, count = line.rsplit(" ", 1)
+            bound = labels.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((bound, float(count)))
+    return buckets
 
 
 def _launch(cloud: AwsCloud, count: int) -> list[str]:

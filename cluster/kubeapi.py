@@ -220,6 +220,14 @@ class KubeClient:
                 raise _api_error(reply.status, text)
             return json.loads(text) if text else {}
 
+    async def request_text(self, path: str) -> str:
+        """A non-JSON endpoint (e.g. /metrics) as text."""
+        async with self._http().get(self.config.server + path, headers=self._headers()) as reply:
+            text = await reply.text()
+            if reply.status >= 400:
+                raise _api_error(reply.status, text)
+            return text
+
     async def get(self, path: str) -> Json:
         return await self.request("GET", path)
 

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cluster.webhook.h2 import AlpnDispatcher, H2Protocol, Handler
 from cluster.webhook.mutate import MutationSettings, PodError, mutation
 from protocols.tunnel_tls import CIPHER_SUITES, TLS_VERSIONS, check_tls_profile
 
@@ -49,6 +51,7 @@ class ServingCertificate:
         except ValueError as exc:
             raise CertificateError(str(exc)) from None
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.set_alpn_protocols(["h2", "http/1.1"])  # the API server multiplexes over h2
         self.context.minimum_version = TLS_VERSIONS[self.min_version or "VersionTLS12"]
         if self.cipher_suites:
             self.context.set_ciphers(":".join(CIPHER_SUITES[name] for name in self.cipher_suites))
@@ -114,21 +117,38 @@ def review_response(review: object, settings: MutationSettings) -> dict[str, Any
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
+def answer(settings: MutationSettings, body: bytes) -> tuple[int, bytes]:
+    """(HTTP status, JSON body) for a request body posted to the admission path."""
+    try:
+        review = review_response(json.loads(body), settings)
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, PodError) else "the body is not JSON"
+        log.warning("refused admission request: %s", reason)
+        return 400, json.dumps({"error": reason}).encode()
+    return 200, json.dumps(review).encode()
+
+
 def application(settings: MutationSettings) -> web.Application:
+    """HTTP/1.1 (aiohttp)."""
+
     async def mutate(request: web.Request) -> web.Response:
-        try:
-            body = await request.read()
-            review = json.loads(body)
-            answer = review_response(review, settings)
-        except (ValueError, RecursionError) as exc:
-            reason = str(exc) if isinstance(exc, PodError) else "the body is not JSON"
-            log.warning("refused admission request: %s", reason)
-            return web.json_response({"error": reason}, status=400)
-        return web.json_response(answer)
+        status, body = answer(settings, await request.read())
+        return web.Response(status=status, body=body, content_type="application/json")
 
     app = web.Application(client_max_size=MAX_REVIEW_BYTES)
     app.router.add_post(MUTATE_PATH, mutate)
     return app
+
+
+def http2_handler(settings: MutationSettings) -> Handler:
+    async def handle(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        if path.split("?", 1)[0] != MUTATE_PATH:
+            return 404, b'{"error": "not found"}'
+        if method != "POST":
+            return 405, b'{"error": "method not allowed"}'
+        return answer(settings, body)
+
+    return handle
 
 
 def probes() -> web.Application:
@@ -158,16 +178,35 @@ async def serving(
         web.AppRunner(probes(), access_log=None),
     ]
     watcher = asyncio.create_task(certificate.watch())
+    listener: asyncio.Server | None = None
+    connections: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
     try:
         for runner in runners:
             await runner.setup()
-        main = web.TCPSite(runners[0], host, port, ssl_context=certificate.context, backlog=1024)
+        http1 = runners[0].server
+        assert http1 is not None
+        handler = http2_handler(settings)
+
+        def http2() -> H2Protocol:
+            protocol = H2Protocol(handler, MAX_REVIEW_BYTES)
+            connections.add(protocol)
+            return protocol
+
+        def dispatcher() -> AlpnDispatcher:
+            return AlpnDispatcher(http2, http1)
+
+        listener = await asyncio.get_running_loop().create_server(
+            dispatcher, host, port, ssl=certificate.context, backlog=1024
+        )
         probe = web.TCPSite(runners[1], probe_host, probe_port)
-        await main.start()
         await probe.start()
-        yield _port(runners[0]), _port(runners[1])
+        yield int(listener.sockets[0].getsockname()[1]), _port(runners[1])
     finally:
         watcher.cancel()
+        if listener is not None:
+            listener.close()
+        for connection in list(connections):  # a stopped webhook answers no one, as a stopped process
+            connection.close()
         for runner in runners:
             await runner.cleanup()
 

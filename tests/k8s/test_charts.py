@@ -98,7 +98,7 @@ def test_daemonset_as_upstream(helm: Path, provider: str) -> None:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_peer_pods_cm_has_every_key_of_the_values_file(helm: Path, provider: str) -> None:
+def test_peer_pods_cm_has_every_key_of_the_values_file(helm: Path, provider: str, tmp_path: Path) -> None:
     """Uncommenting every key of the provider file puts each into peer-pods-cm, as upstream's chart."""
     values = yaml.safe_load((PEERPODS / "providers" / f"{provider}.yaml").read_text())
     text = (PEERPODS / "providers" / f"{provider}.yaml").read_text()
@@ -108,12 +108,9 @@ def test_peer_pods_cm_has_every_key_of_the_values_file(helm: Path, provider: str
         **(values["providerConfigs"][provider] or {}),
         **dict.fromkeys(keys, "x"),
     }
-    overrides = PEERPODS.parent / f".test-{provider}.yaml"
+    overrides = tmp_path / f"{provider}.yaml"
     overrides.write_text(yaml.safe_dump(values))
-    try:
-        objects = render(helm, PEERPODS, "-f", str(overrides))
-    finally:
-        overrides.unlink()
+    objects = render(helm, PEERPODS, "-f", str(overrides))
     (config,) = by_kind(objects, "ConfigMap")
     assert config["metadata"]["name"] == "peer-pods-cm"
     assert set(keys) <= config["data"].keys()

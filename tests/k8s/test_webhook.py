@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import yaml
 
@@ -212,3 +215,45 @@ def test_unusable_certificate_or_profile(tmp_path: Path, ca: ClusterCA) -> None:
         ServingCertificate(certs)
     with pytest.raises(CertificateError, match="VersionTLS13"):
         ServingCertificate(certs, "VersionTLS13", ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"])
+
+
+async def h2_post(port: int, ca: ClusterCA, path: str, body: bytes) -> tuple[int, bytes]:
+    """One request over HTTP/2, as the API server's webhook client sends it (ALPN h2)."""
+    context = ssl.create_default_context(cadata=ca.pem.decode())
+    context.set_alpn_protocols(["h2"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    stream = client.get_next_available_stream_id()
+    headers = [(":method", "POST"), (":path", path), (":scheme", "https"), (":authority", "127.0.0.1")]
+    client.send_headers(stream, [*headers, ("content-type", "application/json")])
+    client.send_data(stream, body, end_stream=True)
+    writer.write(client.data_to_send())
+    status, answer = 0, b""
+    try:
+        while True:
+            for event in client.receive_data(await reader.read(65536)):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    answer += event.data
+                    client.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return status, answer
+            writer.write(client.data_to_send())
+    finally:
+        writer.close()
+
+
+async def test_admission_over_http2(tmp_path: Path, ca: ClusterCA) -> None:
+    certs = ca.write_pair(tmp_path / "certs", "webhook", ["127.0.0.1"])
+    pod = {"kind": "Pod", "metadata": {}, "spec": CASES[0]["spec"]}
+    async with serving(SETTINGS, ServingCertificate(certs), "127.0.0.1", 0, "127.0.0.1", 0) as (port, _):
+        status, body = await h2_post(port, ca, "/mutate-v1-pod", json.dumps(_review(pod)).encode())
+        response = json.loads(body)["response"]
+        assert status == 200 and response["patchType"] == "JSONPatch"
+        mutated = apply_patch(pod, json.loads(base64.b64decode(response["patch"])))
+        assert mutated["metadata"]["annotations"] == {CPU_ANNOTATION: "3", MEMORY_ANNOTATION: "5120"}
+        assert (await h2_post(port, ca, "/other", b"{}"))[0] == 404
+        assert (await h2_post(port, ca, "/mutate-v1-pod", b"[["))[0] == 400
