@@ -17,24 +17,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import aiohttp
 
 from cluster import peerpod
 from cluster.controller.clouds import Clouds
 from cluster.controller.reconcile import PeerPodController
 from cluster.kubeapi import Json, KubeClient, KubeConfig
-from cluster.webhook.mutate import MutationSettings
-from cluster.webhook.server import ServingCertificate, serving
 from providers.base import OWNER_TAG
 from tests.chaos.harness import AwsCloud, aws_cloud
 from tests.chaos.moto_server import moto_server
 from tests.fakes.ec2_front import TokenBucket
-from tests.k8s.cluster import control_plane
+from tests.k8s.cluster import control_plane, free_port
 from tests.k8s.conftest import CRD_FILE
 from tests.k8s.test_webhook_cluster import HOOKS, ensure_runtime_class, pod, registration, wait_active
 
@@ -64,14 +66,35 @@ async def namespace_named(kube: KubeClient, name: str) -> str:
     return name
 
 
+@contextlib.asynccontextmanager
+async def webhook_process(certs: Path, directory: Path) -> AsyncIterator[int]:
+    """`peerpods-webhook` in a process of its own, as deployed (not sharing the load generator's loop)."""
+    port, probe = free_port(), free_port()
+    binary = Path(sys.executable).with_name("peerpods-webhook")
+    with (directory / "webhook.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            str(binary), "--cert-dir", str(certs), f"--webhook-bind-address=127.0.0.1:{port}",
+            f"--health-probe-bind-address=127.0.0.1:{probe}", stderr=log,
+        )  # fmt: skip
+    try:
+        async with asyncio.timeout(30), aiohttp.ClientSession() as http:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{probe}/healthz") as reply:
+                        if reply.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        await process.wait()
+
+
 async def webhook_bench(args: argparse.Namespace, kube: KubeClient, directory: Path, ca_pem: bytes,
                         certs: Path) -> bool:  # fmt: skip
     namespace = await namespace_named(kube, "bench-webhook")
     resources = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
-    async with serving(MutationSettings(), ServingCertificate(certs), "127.0.0.1", 0, "127.0.0.1", 0) as (
-        port,
-        _,
-    ):
+    async with webhook_process(certs, directory) as port:
         await ensure_runtime_class(kube)
         await kube.create(
             HOOKS, registration("bench", f"https://127.0.0.1:{port}/mutate-v1-pod", ca_pem, namespace)

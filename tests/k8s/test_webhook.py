@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import ssl
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from cluster.webhook.mutate import (
     mutation,
 )
 from cluster.webhook.server import CertificateError, ServingCertificate, serving
+from tests.k8s.cluster import free_port
 from tests.k8s.pki import ClusterCA
 
 CASES = yaml.safe_load((Path(__file__).with_name("webhook_cases.yaml")).read_text())
@@ -257,3 +260,36 @@ async def test_admission_over_http2(tmp_path: Path, ca: ClusterCA) -> None:
         assert mutated["metadata"]["annotations"] == {CPU_ANNOTATION: "3", MEMORY_ANNOTATION: "5120"}
         assert (await h2_post(port, ca, "/other", b"{}"))[0] == 404
         assert (await h2_post(port, ca, "/mutate-v1-pod", b"[["))[0] == 400
+
+
+async def test_the_command_serves_http2_and_http1(tmp_path: Path, ca: ClusterCA) -> None:
+    """`peerpods-webhook` as deployed (uvloop): its transports are not asyncio's classes."""
+    certs = ca.write_pair(tmp_path / "certs", "webhook", ["127.0.0.1"])
+    port, probe = free_port(), free_port()
+    binary = Path(sys.executable).with_name("peerpods-webhook")
+    with (tmp_path / "log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            str(binary), "--cert-dir", str(certs), f"--webhook-bind-address=127.0.0.1:{port}",
+            f"--health-probe-bind-address=127.0.0.1:{probe}", stderr=log,
+        )  # fmt: skip
+    pod = {"kind": "Pod", "metadata": {}, "spec": CASES[1]["spec"]}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(30):
+                while True:  # until it serves
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"http://127.0.0.1:{probe}/healthz") as reply:
+                            if reply.status == 200:
+                                break
+                    await asyncio.sleep(0.1)
+            status, body = await h2_post(port, ca, "/mutate-v1-pod", json.dumps(_review(pod)).encode())
+            assert status == 200 and json.loads(body)["response"]["patchType"] == "JSONPatch"
+            client_tls = ssl.create_default_context(cadata=ca.pem.decode())
+            async with http.post(
+                f"https://127.0.0.1:{port}/mutate-v1-pod", json=_review(pod), ssl=client_tls
+            ) as reply:
+                assert reply.status == 200 and (await reply.json())["response"]["allowed"] is True
+    finally:
+        process.terminate()
+        await process.wait()
+    assert "Traceback" not in (tmp_path / "log").read_text()
