@@ -22,10 +22,13 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_STREAMS = 1000
+STREAM_WINDOW = 1 << 20
+CONNECTION_WINDOW = 1 << 26
 # (method, path, body) -> (status, JSON body)
 Handler = Callable[[str, str, bytes], Awaitable[tuple[int, bytes]]]
 
@@ -42,8 +45,6 @@ class H2Protocol(asyncio.Protocol):
         self._handle = handle
         self._max_body = max_body
         self._conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        # A burst of pod creations is one stream each: past this the client opens another connection.
-        self._conn.local_settings.max_concurrent_streams = MAX_CONCURRENT_STREAMS
         self._streams: dict[int, _Stream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._window_open = asyncio.Event()
@@ -53,6 +54,14 @@ class H2Protocol(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
         self._transport = cast(asyncio.Transport, transport)
         self._conn.initiate_connection()
+        # A burst of pod creations is one stream each: past the limit (h2's default 100) the client
+        # opens another connection, a TLS handshake. The receive windows let such a burst of reviews
+        # in without waiting for WINDOW_UPDATEs (the protocol's default: 64 KiB per connection).
+        self._conn.update_settings({
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        })  # fmt: skip
+        self._conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._flush()
 
     def close(self) -> None:

@@ -293,3 +293,24 @@ async def test_the_command_serves_http2_and_http1(tmp_path: Path, ca: ClusterCA)
         process.terminate()
         await process.wait()
     assert "Traceback" not in (tmp_path / "log").read_text()
+
+
+async def test_http2_settings_take_a_burst_on_one_connection(tmp_path: Path, ca: ClusterCA) -> None:
+    """More than h2's default 100 streams and 64 KiB of reviews in flight: a burst of pod creations
+    stays on one connection (the API server opens another, a TLS handshake, past the stream limit)."""
+    certs = ca.write_pair(tmp_path / "certs", "webhook", ["127.0.0.1"])
+    async with serving(SETTINGS, ServingCertificate(certs), "127.0.0.1", 0, "127.0.0.1", 0) as (port, _):
+        context = ssl.create_default_context(cadata=ca.pem.decode())
+        context.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        writer.write(client.data_to_send())
+        window = 0
+        async with asyncio.timeout(10):
+            while client.remote_settings.max_concurrent_streams < 1000 or window < 1 << 20:
+                for event in client.receive_data(await reader.read(65536)):
+                    if isinstance(event, h2.events.WindowUpdated) and event.stream_id == 0:
+                        window += event.delta
+        assert client.remote_settings.initial_window_size >= 1 << 20
+        writer.close()
