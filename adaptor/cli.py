@@ -111,6 +111,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await manager.reconcile()
         if cluster:  # before serving, as upstream: a served node has its capacity
             await cluster.start()
+            await cluster.adopt(store.all())
         server = Server(hypervisor_services(manager), frame_deadline_s=config.frame_deadline_s)
         await server.listen_unix(config.socket)
     except (ProviderError, OSError, sqlite3.Error, ClusterError) as exc:

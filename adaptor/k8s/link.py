@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 import aiohttp
 
 from adaptor.config import AUTH_JSON_LIMIT
 from adaptor.k8s import node, pullsecrets
+from adaptor.state import SandboxRecord, SandboxState
 from cluster import peerpod
-from cluster.kubeapi import ApiError, KubeClient, KubeConfig, KubeConfigError, path_segment
+from cluster.kubeapi import ApiError, Json, KubeClient, KubeConfig, KubeConfigError, path_segment
 
 log = logging.getLogger(__name__)
 
@@ -113,25 +114,52 @@ class ClusterLink:
             return default
         return merged
 
+    async def adopt(self, records: Iterable[SandboxRecord]) -> None:
+        """At start: every running sandbox has its PeerPod (the adaptor may have been stopped between an
+        instance and its PeerPod, or run outside the cluster until now)."""
+        for record in records:
+            if record.state == SandboxState.RUNNING and record.instance_id:
+                await self.instance_created(record)
+
     async def instance_created(self, sandbox: Sandbox) -> None:
-        """Create the sandbox's PeerPod; one already there (a retried StartVM) is kept."""
+        """Create the sandbox's PeerPod, or bring the one already there (a retried StartVM, a restart)
+        up to date: this instance, our finalizer."""
         name = peerpod.peerpod_name(sandbox.pod_name, sandbox.id)
-        pods = (
-            f"/api/v1/namespaces/{path_segment(sandbox.pod_namespace)}/pods/{path_segment(sandbox.pod_name)}"
-        )
+        namespace = path_segment(sandbox.pod_namespace)
         try:
-            pod = await self.client.get(pods)
+            pod = await self.client.get(
+                f"/api/v1/namespaces/{namespace}/pods/{path_segment(sandbox.pod_name)}"
+            )
             body = peerpod.new_peerpod(pod, name, sandbox.instance_id, self.provider)
-            await self.client.create(peerpod.collection(sandbox.pod_namespace), body)
-        except ApiError as exc:
-            if exc.conflict:
+            try:
+                await self.client.create(peerpod.collection(sandbox.pod_namespace), body)
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+                await self._update(sandbox, name, body)
                 return
-            log.error("sandbox %s: failed to create PeerPod %s: %s", sandbox.id, name, exc)
         except CALL_ERRORS as exc:
             log.error("sandbox %s: failed to create PeerPod %s: %s", sandbox.id, name, exc)
-        else:
-            log.info("sandbox %s: PeerPod %s/%s owns instance %s", sandbox.id, sandbox.pod_namespace, name,
-                     sandbox.instance_id)  # fmt: skip
+            return
+        log.info("sandbox %s: PeerPod %s/%s owns instance %s", sandbox.id, sandbox.pod_namespace, name,
+                 sandbox.instance_id)  # fmt: skip
+
+    async def _update(self, sandbox: Sandbox, name: str, wanted: Json) -> None:
+        path = peerpod.item(sandbox.pod_namespace, name)
+        current = await self.client.get(path)
+        metadata = current["metadata"]
+        if current.get("spec") == wanted["spec"] and peerpod.has_finalizer(current):
+            return
+        if metadata.get("deletionTimestamp"):
+            log.error("sandbox %s: PeerPod %s is being deleted, instance %s not recorded", sandbox.id, name,
+                      sandbox.instance_id)  # fmt: skip
+            return
+        if not peerpod.has_finalizer(current):
+            metadata["finalizers"] = [*(metadata.get("finalizers") or []), peerpod.FINALIZER]
+        current["spec"] = wanted["spec"]
+        await self.client.request("PUT", path, current)  # carries the resourceVersion read
+        log.info("sandbox %s: PeerPod %s/%s now owns instance %s", sandbox.id, sandbox.pod_namespace, name,
+                 sandbox.instance_id)  # fmt: skip
 
     async def instance_deleted(self, sandbox: Sandbox) -> None:
         """Release the PeerPod's finalizer: the instance is gone, garbage collection may take it."""

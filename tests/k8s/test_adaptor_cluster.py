@@ -32,13 +32,13 @@ async def cloud(moto_url: str, tmp_path: Path) -> AsyncIterator[AwsCloud]:
 
 
 def adaptor_for(
-    plane: ControlPlane, cloud: AwsCloud, directory: Path, node: str, **env: str
+    plane: ControlPlane, cloud: AwsCloud, directory: Path, node: str, exist_ok: bool = False, **env: str
 ) -> AdaptorProcess:
     """As the DaemonSet runs it: NODE_NAME, POD_UID, CLOUD_PROVIDER (peer-pods-cm), and a kubeconfig
     standing in for the service account."""
     settings = {"KUBECONFIG": str(plane.kubeconfig), "NODE_NAME": node, "POD_UID": str(uuid.uuid4()),
                 "CLOUD_PROVIDER": "aws", **env}  # fmt: skip
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=exist_ok)
     return AdaptorProcess(directory, cloud.adaptor_env(f"k8s-{node}", **settings))
 
 
@@ -213,3 +213,54 @@ async def test_missing_pod_does_not_fail_the_start(
     finally:
         await adaptor.stop()
     assert "failed to create PeerPod" in adaptor.log.read_text()
+
+
+async def test_restart_into_the_cluster_adopts_running_sandboxes(
+    plane: ControlPlane, kube: KubeClient, namespace: str, cloud: AwsCloud, short_dir: Path
+) -> None:
+    """A sandbox started while the adaptor had no API server gets its PeerPod at the next start."""
+    node = f"worker-{namespace}"
+    await create_node(kube, node)
+    await create_pod(kube, namespace, "early")
+    outside = AdaptorProcess(short_dir / "adaptor", cloud.adaptor_env(f"k8s-{node}"))
+    (short_dir / "adaptor").mkdir()
+    await outside.start()
+    sandbox = "sandbox-" + namespace
+    await outside.hypervisor.create_vm(sandbox, shim_annotations("early", namespace))
+    await outside.hypervisor.start_vm(sandbox)
+    await outside.stop()
+    inside = adaptor_for(plane, cloud, short_dir / "adaptor", node, exist_ok=True)
+    await inside.start()
+    try:
+        (instance_id,) = (await cloud.owned_instances(f"k8s-{node}")).keys()
+        adopted = await kube.get(peerpod.item(namespace, peerpod.peerpod_name("early", sandbox)))
+        assert adopted["spec"]["instanceID"] == instance_id and peerpod.has_finalizer(adopted)
+        await inside.hypervisor.stop_vm(sandbox)
+    finally:
+        await inside.stop()
+
+
+async def test_a_new_instance_updates_the_existing_peerpod(
+    plane: ControlPlane, kube: KubeClient, namespace: str, cloud: AwsCloud, short_dir: Path
+) -> None:
+    """StartVM again after a failed start: the PeerPod (released by the failure) records the new
+    instance and holds the finalizer again."""
+    node = f"worker-{namespace}"
+    await create_node(kube, node)
+    pod = await create_pod(kube, namespace, "retry")
+    sandbox = "sandbox-" + namespace
+    name = peerpod.peerpod_name("retry", sandbox)
+    stale = peerpod.new_peerpod(pod, name, "i-gone", "aws")
+    stale["metadata"]["finalizers"] = []
+    await kube.create(peerpod.collection(namespace), stale)
+    adaptor = adaptor_for(plane, cloud, short_dir / "adaptor", node)
+    await adaptor.start()
+    try:
+        await adaptor.hypervisor.create_vm(sandbox, shim_annotations("retry", namespace))
+        await adaptor.hypervisor.start_vm(sandbox)
+        (instance_id,) = (await cloud.owned_instances(f"k8s-{node}")).keys()
+        current = await kube.get(peerpod.item(namespace, name))
+        assert current["spec"]["instanceID"] == instance_id and peerpod.has_finalizer(current)
+        await adaptor.hypervisor.stop_vm(sandbox)
+    finally:
+        await adaptor.stop()
