@@ -126,6 +126,18 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         uvloop.run(wrapper())
 
 
+def run_or_exit(
+    main: Callable[[asyncio.Event], Awaitable[None]], startup_errors: tuple[type[Exception], ...]
+) -> None:
+    """`run(main)`; an error of `startup_errors` (configuration, certificates, a taken port) is one
+    line in the log and exit status 2, not a traceback."""
+    try:
+        run(main)
+    except startup_errors as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(2) from None
+
+
 def split_host_port(address: str, default_port: int) -> tuple[str, int]:
     """`host:port`, `[v6]:port`, `host` or `:port` -> (host, port)."""
     if address.startswith("["):

@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +27,7 @@ from cluster.controller.leader import LeaderElector
 from cluster.controller.reconcile import PeerPodController
 from cluster.kubeapi import KubeClient, KubeConfig, KubeConfigError
 from protocols import version
-from protocols.daemon import add_logging_arguments, notify_ready, run, setup_logging, split_host_port
+from protocols.daemon import add_logging_arguments, notify_ready, run_or_exit, setup_logging, split_host_port
 
 log = logging.getLogger("peerpods-controller")
 
@@ -118,17 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     args = version.parse_args(parser(), sys.argv[1:] if argv is None else argv)
     setup_logging(args.verbose, args.log_format)
 
-    async def entry(stop: asyncio.Event) -> None:
-        await serve(args, stop)
-
     try:
-        run(entry)
-    except KubeConfigError as exc:
-        log.error("cannot start: %s", exc)
-        raise SystemExit(2) from None
+        run_or_exit(partial(serve, args), (KubeConfigError, OSError))
     except LeadershipLost:
         log.error("leadership lost: exiting so that a new candidate takes over")
         raise SystemExit(1) from None
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        raise SystemExit(2) from None

@@ -12,12 +12,13 @@ import asyncio
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from cluster.webhook.mutate import MutationSettings
 from cluster.webhook.server import CertificateError, ServingCertificate, serving
 from protocols import version
-from protocols.daemon import add_logging_arguments, notify_ready, run, setup_logging, split_host_port
+from protocols.daemon import add_logging_arguments, notify_ready, run_or_exit, setup_logging, split_host_port
 
 log = logging.getLogger("peerpods-webhook")
 
@@ -66,12 +67,4 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = version.parse_args(parser(), sys.argv[1:] if argv is None else argv)
     setup_logging(args.verbose, args.log_format)
-
-    async def entry(stop: asyncio.Event) -> None:
-        await serve(args, stop)
-
-    try:
-        run(entry)
-    except (CertificateError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        raise SystemExit(2) from None
+    run_or_exit(partial(serve, args), (CertificateError, OSError))
