@@ -28,6 +28,8 @@ TIMEOUT_SECONDS = 5.0
 POOL_SIZE = 8
 _T = TypeVar("_T")
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# the server shut down or is starting: SQLSTATE classes 08 (connection) and 57 (operator intervention)
+_SERVER_GONE = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
 
 
 def postgres_url(settings: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> str:
@@ -66,15 +68,29 @@ class PostgresBackend:
             return self._pool
 
     async def run(self, table: str, call: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
+        """`call` on a pooled connection, all of it (connecting, the statement, returning the
+        connection) within a deadline. A failure other than the statement's own (a lost server)
+        drops the whole pool: its connections are as dead as the one that failed, and returning
+        one to the pool can wait on a socket that will never answer."""
+        pool = None
         try:
-            pool = await self._get_pool()
-            async with pool.acquire() as connection:
-                if table not in self._tables:
-                    await _create_table(connection, table)
-                    self._tables.add(table)
-                return await call(connection)
+            async with asyncio.timeout(2 * TIMEOUT_SECONDS):
+                pool = await self._get_pool()
+                async with pool.acquire() as connection:
+                    if table not in self._tables:
+                        await _create_table(connection, table)
+                        self._tables.add(table)
+                    return await call(connection)
         except _FAILURES as exc:
+            lost = not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, _SERVER_GONE)
+            if lost and pool is not None and pool is self._pool:  # not a pool dropped already
+                self._drop_pool()
             raise StorageUnavailable(f"Postgres {table}: {type(exc).__name__}: {exc}") from None
+
+    def _drop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
 
     def namespace(self, namespace: str) -> PostgresStorage:
         self._users += 1

@@ -38,13 +38,17 @@ def storage_section(kind: str, directory: Path, url: str = "") -> str:
 
 
 def replica_config(
-    kind: str, directory: Path, admin: AdminKey, port: int, url: str = "", extra: str = ""
+    kind: str, directory: Path, admin: AdminKey, port: int, url: str = "", as_addr: str = ""
 ) -> str:
+    """A replica's configuration; `as_addr` names a shared attestation service (`coco_as_grpc`)."""
     local = directory / "storage"
-    text = config_text(local, admin.path, extra, sockets=f"127.0.0.1:{port}")
+    text = config_text(local, admin.path, sockets=f"127.0.0.1:{port}")
     default = storage_section(LOCAL_FS, local)
     assert default in text
-    return text.replace(default, storage_section(kind, local, url))
+    text = text.replace(default, storage_section(kind, local, url))
+    if as_addr:
+        text = text.replace('type = "coco_as_builtin"', f'type = "coco_as_grpc"\nas_addr = "{as_addr}"')
+    return text
 
 
 async def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -70,7 +74,7 @@ class Replicas:
     directory: Path
     admin: AdminKey
     url: str = ""
-    extra: str = ""
+    as_addr: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
 
@@ -81,7 +85,7 @@ class Replicas:
             port = free_port()
             config = self.directory / f"kbs-{index}.toml"
             config.write_text(
-                replica_config(self.kind, self.directory, self.admin, port, self.url, self.extra)
+                replica_config(self.kind, self.directory, self.admin, port, self.url, self.as_addr)
             )
             process = subprocess.Popen([str(KBS), "--config-file", str(config)], stderr=subprocess.PIPE)
             self.processes.append(process)
