@@ -1,9 +1,11 @@
 """Full KBS handshakes per second: auth + attest + resource, as a guest does them.
 
     python -m bench.kbs [--tee sample,snp] [--workers 1,2] [--seconds 5] [--concurrency 48]
+                        [--storage localfs,postgres,redis]
 
 Each run starts `--workers` KBS worker processes (the `kbs` server code, SO_REUSEPORT on one port,
-LocalFs storage shared as in production) and load-generator processes that run `--concurrency`
+sharing one storage as replicas do: LocalFs, or a PostgreSQL or Redis server started for the run
+from the Debian packages, as the tests do) and load-generator processes that run `--concurrency`
 handshakes at a time, each with a fresh TEE key and fresh evidence bound to the fresh nonce. The SNP
 evidence is built per handshake by the SNP test builder (tests/verifier/snp_builder.py): a report
 carrying the binding digest, signed by a test VCEK whose ARK/ASK/ASVK are the trust anchors of the
@@ -20,14 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,8 +45,11 @@ from kbs.attestation import BuiltinAttestation
 from kbs.broker import Broker
 from kbs.config import build_broker, parse_config
 from kbs.jwe import encrypt
+from kbs.storage.factory import LOCAL_FS, POSTGRES, REDIS
 from kbs.store import ResourcePath
 from protocols import kbs
+from tests.kbs.dbservers import Postgres, Redis
+from tests.kbs.scaleout import replica_config
 from tests.kbs.support import AFFIRMING_POLICY, SAMPLE_TRUSTING_POLICY, AdminKey, config_text
 from tests.verifier import snp_builder
 from verifier.api import TEES, TeeSpec, VerifierRegistry
@@ -286,6 +293,7 @@ def _client_process(
 
 @dataclass
 class RunResult:
+    storage: str
     tee: str
     workers: int
     clients: int
@@ -302,22 +310,49 @@ class RunResult:
     def line(self) -> str:
         p50, p99 = percentile(self.latencies, 0.5) * 1e3, percentile(self.latencies, 0.99) * 1e3
         return (
-            f"{self.tee:6} workers={self.workers} clients={self.clients}: {self.rate:7.1f} handshakes/s, "
+            f"{self.storage:8} {self.tee:6} workers={self.workers} clients={self.clients}: "
+            f"{self.rate:7.1f} handshakes/s, "
             f"p50 {p50:6.2f} ms, p99 {p99:6.2f} ms; CPU per handshake: server "
             f"{self.server_cpu / self.handshakes * 1e3:.2f} ms, "
             f"clients {self.client_cpu / self.handshakes * 1e3:.2f} ms"
         )
 
 
+STORAGES = {"localfs": LOCAL_FS, "postgres": POSTGRES, "redis": REDIS}
+
+
+@contextlib.contextmanager
+def storage_server(storage: str) -> Iterator[str]:
+    """The URL of a fresh database server for `storage` ("" for LocalFs), stopped afterwards."""
+    if storage == LOCAL_FS:
+        yield ""
+        return
+    directory = Path(tempfile.mkdtemp(prefix="kbs-bench-db-"))
+    directory.chmod(0o755)
+    server: Postgres | Redis = Postgres(directory) if storage == POSTGRES else Redis(directory)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def run(
-    tee: str, workers: int, clients: int, concurrency: int, seconds: float, material: SnpMaterial
+    storage: str,
+    tee: str,
+    workers: int,
+    clients: int,
+    concurrency: int,
+    seconds: float,
+    material: SnpMaterial,
 ) -> RunResult:
     context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="kbs-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="kbs-bench-") as scratch, storage_server(storage) as db_url:
         admin = AdminKey.create(Path(scratch))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        config = config_text(Path(scratch) / "storage", admin.path, sockets=f"127.0.0.1:{port}")
+        config = replica_config(storage, Path(scratch), admin, port, db_url)
         # Policies, reference values and the resource go into the shared storage before the workers
         # start (the workers would also see them if set later).
         asyncio.run(_prepared(build_broker(parse_config(config), material.registry()), tee, material))
@@ -356,7 +391,9 @@ def run(
                     os.kill(server.pid, signal.SIGTERM)
             for server in servers:
                 server.join(30)
-    return RunResult(tee, workers, clients, len(latencies), elapsed, latencies, server_cpu, client_cpu)
+    return RunResult(
+        storage, tee, workers, clients, len(latencies), elapsed, latencies, server_cpu, client_cpu
+    )
 
 
 async def _wait_up(url: str, workers: int) -> None:
@@ -503,16 +540,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=48, help="handshakes in flight per load generator")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--breakdown-iterations", type=int, default=200)
+    parser.add_argument("--storage", default="localfs", help="localfs, postgres and/or redis")
     args = parser.parse_args(argv)
     material = SnpMaterial.create()
     load = os.getloadavg()[0]
     print(f"KBS handshakes (auth + attest + resource), {os.cpu_count()} CPUs, load average {load:.2f}")
     results = []
-    for tee in args.tee.split(","):
-        for workers in (int(w) for w in args.workers.split(",")):
-            result = run(tee, workers, args.clients, args.concurrency, args.seconds, material)
-            results.append(result)
-            print(result.line(), flush=True)
+    for storage in (STORAGES[name] for name in args.storage.split(",")):
+        for tee in args.tee.split(","):
+            for workers in (int(w) for w in args.workers.split(",")):
+                result = run(storage, tee, workers, args.clients, args.concurrency, args.seconds, material)
+                results.append(result)
+                print(result.line(), flush=True)
     for tee in args.tee.split(","):
         steps = breakdown(tee, material, args.breakdown_iterations)
         print(f"\nwhere the time goes, {tee} (one thread, in-process, per handshake):")

@@ -37,6 +37,9 @@ class LocalFsStorage:
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
+            # kept open: an open costs as much as the write it guards; flock locks belong to the
+            # open file, so other processes still exclude this one, and no await runs inside
+            self._lock = os.open(_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=self._fd)
         except OSError as exc:
             raise StorageError(f"cannot use storage directory {self._dir}: {exc.strerror}") from None
 
@@ -64,12 +67,11 @@ class LocalFsStorage:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=self._fd)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
 
     async def set(self, key: str, value: bytes, *, overwrite: bool = True) -> bool:
         name = file_name(key)
@@ -140,5 +142,6 @@ class LocalFsStorage:
         return sorted(name.replace(_SLASH, "/") for name in names if name != _LOCK and not is_temp_name(name))
 
     async def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        for fd in (self._lock, self._fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
