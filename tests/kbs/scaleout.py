@@ -87,7 +87,10 @@ class Replicas:
             config.write_text(
                 replica_config(self.kind, self.directory, self.admin, port, self.url, self.as_addr)
             )
-            process = subprocess.Popen([str(KBS), "--config-file", str(config)], stderr=subprocess.PIPE)
+            # a file, not a pipe: a storm of logged refusals would fill a pipe nobody drains and
+            # block the replica
+            with (self.directory / f"kbs-{index}.log").open("ab") as log:
+                process = subprocess.Popen([str(KBS), "--config-file", str(config)], stderr=log)
             self.processes.append(process)
             self.urls.append(f"http://127.0.0.1:{port}")
         for url, process in zip(self.urls, self.processes, strict=True):
@@ -102,14 +105,11 @@ class Replicas:
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        errors = []
         for process in self.processes:
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            if process.stderr:
-                errors.append(process.stderr.read().decode(errors="replace"))
-                process.stderr.close()
-        return "".join(errors)
+        logs = (self.directory / f"kbs-{index}.log" for index in range(len(self.processes)))
+        return "".join(log.read_text(errors="replace") for log in logs)

@@ -1,8 +1,9 @@
-"""Faults of a scaled-out KBS: a replica killed under load, a shared attestation service
-(`coco_as_grpc`) and its absence.
+"""Faults of a scaled-out KBS: the database stopped under load, a replica killed under load, a
+shared attestation service (`coco_as_grpc`) and its absence.
 
 Load guests run handshakes (auth, attest, resource) round-robin over the replicas; the tests wait
-for counts of completed handshakes and answers, never for time.
+for counts of completed handshakes and answers, never for time, except for the length of the
+outage itself.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import aiohttp
 import pytest
 
 from kbs.storage.factory import POSTGRES
-from tests.kbs.dbservers import free_port
+from tests.kbs.dbservers import Postgres, free_port
 from tests.kbs.scaleout import Replicas
 from tests.kbs.support import AdminKey, Guest, error_variant
 from tests.kbs.test_scaleout import SECRET, admin_post, prepare
 
 PATIENCE = 120.0  # how long a test waits for what the load should bring about
 GUESTS = 6
+OUTAGE_SECONDS = 5.0
 
 
 @dataclass
@@ -119,6 +121,24 @@ async def on_postgres(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     finally:
         errors = group.stop()
     assert "Traceback" not in errors, errors
+
+
+async def test_a_database_outage_is_503s_then_recovery(
+    on_postgres: Replicas, postgres_server: Postgres
+) -> None:
+    load = Load(on_postgres.urls)
+    async with load.running():
+        await load.until(lambda: load.completed >= 10)
+        postgres_server.stop()
+        try:
+            await load.until(lambda: load.statuses[503] >= 10)
+            await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself
+        finally:
+            postgres_server.start()
+        recovered = load.completed
+        await load.until(lambda: load.completed >= recovered + 20)
+    assert not load.failures, load.failures
+    assert 500 not in load.statuses and set(load.statuses) <= {200, 503}, load.statuses
 
 
 async def test_a_replica_killed_under_load_costs_a_guest_one_retry(on_postgres: Replicas) -> None:
