@@ -4,7 +4,6 @@ the lock pins everything pyproject asks for (with hashes), and a missing extra i
 from __future__ import annotations
 
 import ast
-import re
 import subprocess
 import sys
 import tomllib
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from podvm.image.pyenv import read_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("protocols", "adaptor", "providers", "podvm", "kbs", "verifier", "shimdriver", "cluster")
@@ -79,33 +80,24 @@ def test_every_declared_runtime_package_is_imported() -> None:
     assert not unused, f"declared but imported by no product code: {sorted(unused)}"
 
 
-def locked() -> dict[str, tuple[str, int]]:
-    """Package -> (pinned version, number of hashes) from requirements.lock."""
-    pins: dict[str, tuple[str, int]] = {}
-    name = ""
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if match := re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line):
-            name = canonicalize_name(match.group(1))
-            pins[name] = (match.group(2), 0)
-        elif "--hash=sha256:" in line and name:
-            version, count = pins[name]
-            pins[name] = (version, count + line.count("--hash=sha256:"))
-    return pins
-
-
 def test_lock_pins_every_requirement_with_hashes() -> None:
-    pins = locked()
+    # read_lock (the pod VM image's reader) refuses a pin without hashes.
+    lock = read_lock((ROOT / "requirements.lock").read_text())
+    pins = {
+        canonicalize_name(name): version
+        for name, version in (p.split("==") for p in lock.constraints.split())
+    }
     stale = [
         str(req)
         for req in requirements()
         if (req.marker is None or req.marker.evaluate({"extra": ""}))
         and (
             canonicalize_name(req.name) not in pins
-            or not req.specifier.contains(pins[canonicalize_name(req.name)][0], prereleases=True)
+            or not req.specifier.contains(pins[canonicalize_name(req.name)], prereleases=True)
         )
     ]
     assert not stale, f"requirements.lock does not satisfy {stale}: run scripts/lock"
-    assert not [name for name, (_, hashes) in pins.items() if hashes == 0]
+    assert set(lock.digests) == set(pins)
 
 
 def test_rego_engine_pinned_exactly() -> None:
