@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from protocols.podnet.netlink import NetnsError, enter_namespace
+from protocols.podnet.netlink import NETNS_DIR, NetnsError, enter_namespace
 from providers.base import CreateRequest, Instance, InstanceNotFound, Provider, ProviderError
-from providers.local_network import BRIDGE, DEFAULT_SUBNET, NETNS_DIR, LocalNetwork, unavailable_reason
+from providers.local_network import BRIDGE, DEFAULT_SUBNET, LocalNetwork, unavailable_reason
 from providers.settings import ConfigError, Setting, SettingValue
 
 log = logging.getLogger(__name__)

@@ -11,13 +11,18 @@ import ipaddress
 import os
 from pathlib import Path
 
-from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from protocols.podnet.netlink import NetnsError, index_of, namespace
+from protocols.podnet.netlink import (
+    NETNS_DIR,
+    NetnsError,
+    create_namespaces,
+    index_of,
+    namespace,
+    remove_namespaces,
+)
 
 BRIDGE = "ppbr0"
-NETNS_DIR = Path("/run/netns")
 # One file per address in use: adaptors sharing the bridge (tests, a restarted one) claim with O_EXCL.
 CLAIMS_DIR = Path("/run/peerpod/local-net")
 DEFAULT_SUBNET = "10.251.0.0/24"
@@ -76,8 +81,7 @@ class LocalNetwork:
         vm_ns, podns = self.vm_namespace(instance_id), self.podns(instance_id)
         host_side = f"pv{instance_id[-8:]}"
         try:
-            for name in (vm_ns, podns):
-                pyroute2_netns.create(name)
+            create_namespaces(vm_ns, podns)
             with namespace(None) as host:
                 host.link("add", ifname=host_side, kind="veth", peer={"ifname": f"{host_side}p"})
                 peer = index_of(host, f"{host_side}p")
@@ -105,6 +109,4 @@ class LocalNetwork:
             claim.unlink()
 
     def _remove_namespaces(self, instance_id: str) -> None:
-        for name in (self.podns(instance_id), self.vm_namespace(instance_id)):
-            if (NETNS_DIR / name).exists():
-                pyroute2_netns.remove(name)
+        remove_namespaces(self.podns(instance_id), self.vm_namespace(instance_id))

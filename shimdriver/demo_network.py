@@ -9,13 +9,16 @@ import secrets
 import socket
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
-from pyroute2 import netns as pyroute2_netns
+from protocols.podnet.netlink import (
+    NETNS_DIR,
+    create_namespaces,
+    enter_namespace,
+    index_of,
+    namespace,
+    remove_namespaces,
+)
 
-from protocols.podnet.netlink import enter_namespace, index_of, namespace
-
-NETNS_DIR = Path("/run/netns")
 WORKER_UPLINK = ipaddress.IPv4Interface("10.253.0.1/24")
 CNI_GATEWAY = ipaddress.IPv4Interface("10.252.0.1/24")
 POD_IP = ipaddress.IPv4Interface("10.252.0.2/24")
@@ -40,8 +43,7 @@ def create() -> DemoNetwork:
     tag = secrets.token_hex(3)
     net = DemoNetwork(worker=f"ppdemo-{tag}-worker", pod=f"ppdemo-{tag}-pod")
     try:
-        for name in (net.worker, net.pod):
-            pyroute2_netns.create(name)
+        create_namespaces(net.worker, net.pod)
         with namespace(net.worker) as worker:
             worker.link("set", index=index_of(worker, "lo"), state="up")
             worker.link("add", ifname="eth0", kind="veth", peer={"ifname": "uplink"})
@@ -75,9 +77,7 @@ def create() -> DemoNetwork:
 
 
 def remove(net: DemoNetwork) -> None:
-    for name in (net.pod, net.worker):
-        if (NETNS_DIR / name).exists():
-            pyroute2_netns.remove(name)
+    remove_namespaces(net.pod, net.worker)
 
 
 def request_from(netns_path: str, address: str, port: int, payload: bytes, timeout_s: float) -> bytes:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
@@ -63,6 +64,22 @@ def namespace(path: str | None) -> Iterator[IPRoute]:
         yield ipr
     finally:
         ipr.close()
+
+
+NETNS_DIR = Path("/run/netns")  # where `ip netns` and pyroute2 keep named namespaces
+
+
+def create_namespaces(*names: str) -> None:
+    """Named network namespaces (made the way `ip netns add` makes them)."""
+    for name in names:
+        pyroute2_netns.create(name)
+
+
+def remove_namespaces(*names: str) -> None:
+    """Named network namespaces gone (their links with them); absent ones are fine."""
+    for name in names:
+        if (NETNS_DIR / name).exists():
+            pyroute2_netns.remove(name)
 
 
 def enter_namespace(path: str) -> None:
