@@ -40,3 +40,22 @@ DECRYPT_LAYER_FAILED = (
 POLICY_REJECTED = "Image policy rejected: Denied by policy: {detail}"
 MANIFEST_FAILED = "Failed to pull image manifest"
 CREATE_BUNDLE_FAILED = "Failed to create bundle"
+
+
+class SecureMountError(CdhError):
+    """A secure mount that failed; the message is upstream's `Error when mounting Block device: ...`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"Error when mounting Block device: {message}")
+
+
+class MountRequestError(SecureMountError):
+    """A SecureMountRequest that cannot be used as it is (checked before anything is touched)."""
+
+
+class MountKeyError(SecureMountError):
+    """The device's key could not be obtained: nothing was written to the device."""
+
+
+class DeviceError(SecureMountError):
+    """The block device, cryptsetup, mkfs or mount failed."""

@@ -1,5 +1,6 @@
 """The CDH's ttRPC services with upstream's names: `keyprovider.KeyProviderService/UnWrapKey`,
-`api.GetResourceService/GetResource`, `api.ImagePullService/PullImage`. Failures are INTERNAL with
+`api.GetResourceService/GetResource`, `api.ImagePullService/PullImage`,
+`api.SecureMountService/SecureMount`. Failures are INTERNAL with
 upstream's `[CDH] [ERROR]: <brief>` message; the detail is logged."""
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from podvm.attestation_agent.agent import AttesterEvidence
 from podvm.attestation_agent.attester import Attester
 from podvm.cdh.config import CdhConfig
 from podvm.cdh.errors import CdhError, UnwrapError
+from podvm.cdh.mount_request import parse_secure_mount
 from podvm.cdh.policy import SignatureVerifier
 from podvm.cdh.pull import ImagePuller
 from podvm.cdh.resources import Resources
+from podvm.cdh.securemount import BlockDeviceMounter
 from podvm.cdh.unwrap import unwrap_optsdata
 from protocols.kbs_client.rcar import KbsClient
 from protocols.ocicrypt import keyprovider
 from protocols.ocicrypt.errors import OcicryptError
-from protocols.proto import cdh_pb2, keyprovider_pb2
+from protocols.proto import cdh_pb2, keyprovider_pb2, securemount_pb2
 from protocols.ttrpc.envelope import Call
 from protocols.ttrpc.server import Server, Services, unary
 from protocols.ttrpc.status import Code, TtrpcError
@@ -42,6 +45,7 @@ class ConfidentialDataHub:
             )
         self.config = config
         self.resources = Resources(kbs)
+        self.mounter = BlockDeviceMounter(self.resources)
         image = config.image
         verifier = SignatureVerifier(
             self.resources, image.policy_uri, image.policy_inline, image.sigstore_config_uri
@@ -63,6 +67,9 @@ class ConfidentialDataHub:
             },
             "api.GetResourceService": {"GetResource": unary(cdh_pb2.GetResourceRequest, self._get_resource)},
             "api.ImagePullService": {"PullImage": unary(cdh_pb2.ImagePullRequest, self._pull_image)},
+            "api.SecureMountService": {
+                "SecureMount": unary(securemount_pb2.SecureMountRequest, self._secure_mount)
+            },
         }
 
     async def serve(self, socket: Path | None = None) -> Server:
@@ -103,3 +110,16 @@ class ConfidentialDataHub:
             log.warning("PullImage %s: %s %s", request.image_url[:200], exc, getattr(exc, "detail", ""))
             raise _status(exc) from None
         return cdh_pb2.ImagePullResponse(manifest_digest=digest)
+
+    async def _secure_mount(
+        self, request: securemount_pb2.SecureMountRequest, call: Call
+    ) -> securemount_pb2.SecureMountResponse:
+        try:
+            mount = parse_secure_mount(
+                request.volume_type, dict(request.options), list(request.flags), request.mount_point
+            )
+            await self.mounter.mount(mount)
+        except CdhError as exc:
+            log.warning("SecureMount %s: %s", request.mount_point[:200], exc)
+            raise _status(exc) from None
+        return securemount_pb2.SecureMountResponse()
