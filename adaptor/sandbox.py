@@ -49,6 +49,7 @@ from providers.base import (
     InvalidRequestError,
     Provider,
     ProviderError,
+    delete_instance,
 )
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,7 @@ class SandboxManager:
         record = self.store.put(
             record.evolve(
                 instance_id=instance.id,
+                delete_info=dict(instance.delete_info),
                 ips=tuple(str(ip) for ip in instance.ips),
                 forwarder_port=instance.forwarder_port,
             )
@@ -284,19 +286,25 @@ class SandboxManager:
         record = self._require(sandbox_id)
         await self._teardown_pod_network(record)
         try:
-            await self._delete_instances(record)
+            await self._delete_instances(record, {})
         except ProviderError as exc:
             self.store.put(record.evolve(state=SandboxState.STOPPING, error=f"{reason}; cleanup: {exc}"))
         else:
-            self.store.put(record.evolve(state=SandboxState.FAILED, instance_id="", ips=(), error=reason))
+            self.store.put(
+                record.evolve(state=SandboxState.FAILED, instance_id="", delete_info={}, ips=(), error=reason)
+            )
         await self._notify()
 
-    async def _delete_instances(self, record: SandboxRecord) -> None:
+    async def _delete_instances(self, record: SandboxRecord, delete_info: Mapping[str, str]) -> None:
         """Delete the sandbox's instance, or, if none is recorded, any that a crash left tagged with it.
 
         A recorded instance is the only one: each start creates one, and what an earlier start left
         behind was deleted by its abort or by reconciliation. Listing every owned instance on each
         StopVM would make deleting N pods cost N full listings.
+
+        `delete_info` (StopVM passes the record's) lets the provider delete with one call, without
+        waiting for the cloud to finish. An aborted start passes none: its sandbox may be started
+        again under the same instance name, which must not meet the instance still going away.
         """
         if record.instance_id:
             ids = {record.instance_id}
@@ -304,7 +312,7 @@ class SandboxManager:
             ids = {i.id for i in await _retrying(self.provider.list_instances) if i.sandbox_id == record.id}
         for instance_id in ids:
             with contextlib.suppress(InstanceNotFound):
-                await self.provider.delete_instance(instance_id)
+                await delete_instance(self.provider, instance_id, delete_info)
             log.info("sandbox %s: instance %s deleted", record.id, instance_id)
         if ids and self.cluster:
             await self.cluster.instance_deleted(record)
@@ -323,7 +331,7 @@ class SandboxManager:
                 await proxy.close()
             record = self.store.put(record.evolve(state=SandboxState.STOPPING))
             try:
-                await _shielded(self._delete_instances(record))
+                await _shielded(self._delete_instances(record, record.delete_info))
             except ProviderError as exc:
                 raise TtrpcError(Code.UNAVAILABLE, f"deleting instance of {sandbox_id}: {exc}") from None
             await _shielded(self._teardown_pod_network(record))
@@ -406,6 +414,7 @@ class SandboxManager:
                     record.evolve(
                         state=SandboxState.FAILED,
                         instance_id="",
+                        delete_info={},
                         ips=(),
                         error="adaptor restarted mid-operation",
                     )

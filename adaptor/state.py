@@ -40,6 +40,9 @@ class SandboxRecord:
     pod_network: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     instance_id: str = ""
+    # What the provider's create said about deleting the instance (Instance.delete_info); records
+    # written before it existed decode with none, and their StopVM takes the full delete.
+    delete_info: dict[str, str] = field(default_factory=dict)
     ips: tuple[str, ...] = ()
     forwarder_port: int | None = None
     error: str = ""

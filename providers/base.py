@@ -46,6 +46,11 @@ class Instance:
 
     `forwarder_port` is set only when the pod VM's forwarder is not on the adaptor's configured
     port (for example behind a port forward on the host); None means the configured one.
+
+    `delete_info` is what `create_instance` knows about deleting it (say, that no public address
+    was allocated): the sandbox record keeps it and hands it back to `DeletesRecorded.delete_recorded`,
+    which can then delete without looking anything up. It is no part of the instance's identity:
+    a listed instance carries none and still compares equal.
     """
 
     id: str
@@ -53,6 +58,7 @@ class Instance:
     ips: tuple[IPAddress, ...] = ()
     sandbox_id: str = ""
     forwarder_port: int | None = None
+    delete_info: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class ProviderError(Exception):
@@ -104,3 +110,30 @@ class Provider(Protocol):
     async def teardown(self) -> None:
         """Release clients and background work; instances are left as they are."""
         ...
+
+
+@runtime_checkable
+class DeletesRecorded(Protocol):
+    """A provider whose created instances carry `delete_info`, so that a delete needs no look-up.
+
+    `Provider.delete_instance` knows only an id, so it asks the cloud what goes with the instance
+    (addresses, leftovers of a create); with what the create recorded, one call is enough.
+    """
+
+    async def delete_recorded(self, instance_id: str, delete_info: Mapping[str, str]) -> None:
+        """Delete the instance `create_instance` returned with this `delete_info`, and what it made.
+
+        An instance already gone is success (or `InstanceNotFound`); the cloud may finish the
+        deletion after the call returns: what it fails to delete still carries the owner tag, and
+        reconciliation at start-up deletes it.
+        """
+        ...
+
+
+async def delete_instance(provider: Provider, instance_id: str, delete_info: Mapping[str, str]) -> None:
+    """The cheapest delete `provider` offers for what the record holds; records written before
+    `delete_info` existed (empty) take the full `delete_instance`."""
+    if delete_info and isinstance(provider, DeletesRecorded):
+        await provider.delete_recorded(instance_id, delete_info)
+    else:
+        await provider.delete_instance(instance_id)

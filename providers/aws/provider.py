@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -277,7 +278,7 @@ class AwsProvider:
                 existing["InstanceId"],
                 request.sandbox_id,
             )
-            return await self._finish(request, existing)
+            return await self._finish(request, existing, {})  # launched by another run: no delete_info
         if self._config.use_launch_template:
             launched = await self._launch(request, "")
         else:
@@ -288,7 +289,7 @@ class AwsProvider:
             launched.get("InstanceType", "launch template"),
             request.sandbox_id,
         )
-        return await self._finish(request, launched)
+        return await self._finish(request, launched, self._delete_info())
 
     async def _launch_with_fallback(self, request: CreateRequest) -> InstanceTypeDef:
         spec = request.spec
@@ -386,7 +387,13 @@ class AwsProvider:
             params["BlockDeviceMappings"] = [mapping]
         return params
 
-    async def _finish(self, request: CreateRequest, instance: InstanceTypeDef) -> Instance:
+    def _delete_info(self) -> dict[str, str]:
+        """What delete_recorded needs: whether this launch asked for a public address."""
+        return {"public_ip": "yes" if self._config.use_public_ip else "no"}
+
+    async def _finish(
+        self, request: CreateRequest, instance: InstanceTypeDef, delete_info: dict[str, str]
+    ) -> Instance:
         """The Instance with its addresses; an instance we cannot use is terminated, not left behind."""
         instance_id = instance["InstanceId"]
         try:
@@ -399,7 +406,13 @@ class AwsProvider:
         except ProviderError:
             await self._terminate_quietly(instance_id)
             raise
-        return Instance(id=instance_id, name=request.name, ips=tuple(ips), sandbox_id=request.sandbox_id)
+        return Instance(
+            id=instance_id,
+            name=request.name,
+            ips=tuple(ips),
+            sandbox_id=request.sandbox_id,
+            delete_info=delete_info,
+        )
 
     async def _wait_public_ip(self, instance_id: str) -> IPAddress:
         loop = asyncio.get_running_loop()
@@ -500,6 +513,18 @@ class AwsProvider:
         instance = await self._describe_one(instance_id)
         if instance is None or _state(instance) in _GONE_STATES:
             raise InstanceNotFound(f"instance {instance_id} does not exist")
+        await self._release_addresses(instance_id)
+        await self._terminate(instance_id)
+
+    async def delete_recorded(self, instance_id: str, delete_info: Mapping[str, str]) -> None:
+        """One TerminateInstances when the launch asked for no public address; else its Elastic IPs
+        are released first, as in `delete_instance`. Terminating a terminated instance succeeds, and
+        one EC2 has forgotten is InstanceNotFound, so no DescribeInstances is needed."""
+        if delete_info.get("public_ip") != "no":
+            await self._release_addresses(instance_id)
+        await self._terminate(instance_id)
+
+    async def _release_addresses(self, instance_id: str) -> None:
         out = await self._caller.call(
             self.client.describe_addresses, Filters=[{"Name": "instance-id", "Values": [instance_id]}]
         )
@@ -510,6 +535,8 @@ class AwsProvider:
                 )
             if address.get("AllocationId"):
                 await self._caller.call(self.client.release_address, AllocationId=address["AllocationId"])
+
+    async def _terminate(self, instance_id: str) -> None:
         await self._caller.call(self.client.terminate_instances, InstanceIds=[instance_id])
         _log.info("terminated instance %s", instance_id)
 

@@ -17,7 +17,8 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, NoReturn, TypeVar
 
 from azure.core.credentials import TokenCredential
@@ -318,7 +319,8 @@ class AzureProvider:
                 )
             )
             vm = await self._lro(self._compute.virtual_machines.begin_create_or_update, rg, name, body)
-            return await self._instance(vm, request.sandbox_id)
+            instance = await self._instance(vm, request.sandbox_id)
+            return replace(instance, delete_info={"public_ip": "yes" if config.use_public_ip else "no"})
         except BaseException:
             await self._cleanup_after_failure(name)
             raise
@@ -349,9 +351,27 @@ class AzureProvider:
             _log.error("VM %s: cleanup after a failed create failed: %s", name, exc)
 
     async def delete_instance(self, instance_id: str) -> None:
-        name = vm_name_from_id(instance_id, self._config.subscription_id, self._config.resource_group)
+        name = self._vm_name(instance_id)
         if not await self._delete_everything(name):
             raise InstanceNotFound(f"VM {name!r} does not exist ({instance_id})")
+
+    async def delete_recorded(self, instance_id: str, delete_info: Mapping[str, str]) -> None:
+        """One DELETE of a VM `_create_once` made, not waited for: its NIC and OS disk carry
+        `deleteOption: Delete`, so ARM removes them with it, and a VM already gone answers 204.
+
+        With a public IP of ours, the VM's deletion is waited for and the address deleted by name
+        after it (204 if it went with the VM): ARM refuses to delete an address still on a NIC.
+        """
+        name, rg = self._vm_name(instance_id), self._config.resource_group
+        if delete_info.get("public_ip") == "no":
+            await self._caller.call(self._compute.virtual_machines.begin_delete, rg, name, polling=False)
+        else:
+            await self._lro(self._compute.virtual_machines.begin_delete, rg, name)
+            await self._lro(self._network.public_ip_addresses.begin_delete, rg, public_ip_name(name))
+        _log.info("VM %s: deletion accepted, with its NIC and disk", name)
+
+    def _vm_name(self, instance_id: str) -> str:
+        return vm_name_from_id(instance_id, self._config.subscription_id, self._config.resource_group)
 
     # -- list / teardown ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from google.api_core import exceptions as api_exceptions
@@ -101,10 +102,10 @@ class GcpProvider:
 
     # ------------------------------------------------------------------ blocking SDK calls
 
-    def _zonal(self) -> dict[str, Any]:
+    def _zonal(self, zone: str = "") -> dict[str, Any]:
         return {
             "project": self.config.project,
-            "zone": self.config.zone,
+            "zone": zone or self.config.zone,
             "retry": None,
             "timeout": CALL_TIMEOUT_S,
         }
@@ -121,8 +122,8 @@ class GcpProvider:
     def _get_sync(self, name: str) -> compute_v1.Instance:
         return self._instances.get(instance=name, **self._zonal())
 
-    def _delete_sync(self, name: str) -> str:
-        return str(self._instances.delete(instance=name, **self._zonal()).name)
+    def _delete_sync(self, name: str, zone: str = "") -> str:
+        return str(self._instances.delete(instance=name, **self._zonal(zone)).name)
 
     def _list_sync(self) -> list[compute_v1.Instance]:
         request = compute_v1.ListInstancesRequest(
@@ -252,7 +253,8 @@ class GcpProvider:
         except ProviderError:
             await self._discard(plan.name)
             raise
-        return to_instance(await self._caller.call(self._get_sync, plan.name))
+        created = to_instance(await self._caller.call(self._get_sync, plan.name))
+        return replace(created, delete_info={"zone": self.config.zone})
 
     # ------------------------------------------------------------------ Provider
 
@@ -294,9 +296,15 @@ class GcpProvider:
         raise last
 
     async def delete_instance(self, instance_id: str) -> None:
-        if not _NAME_RE.fullmatch(instance_id):
-            raise InstanceNotFound(f"{instance_id!r} is not a GCP instance name")
+        _check_name(instance_id)
         await self._wait(await self._caller.call(self._delete_sync, instance_id))
+
+    async def delete_recorded(self, instance_id: str, delete_info: Mapping[str, str]) -> None:
+        """One instances.delete in the zone the instance was created in (GCP_ZONE may have changed
+        since), its operation not waited for: the boot disk goes with the instance (autoDelete)."""
+        _check_name(instance_id)
+        await self._caller.call(self._delete_sync, instance_id, delete_info.get("zone", ""))
+        _log.info("instance %s: deletion accepted", instance_id)
 
     async def list_instances(self) -> list[Instance]:
         found = await self._caller.call(self._list_sync)
@@ -307,6 +315,11 @@ class GcpProvider:
         self._waiter.close()
         for client in (self._instances, self._operations, self._machine_types, self._images):
             client.transport.close()  # type: ignore[no-untyped-call]
+
+
+def _check_name(instance_id: str) -> None:
+    if not _NAME_RE.fullmatch(instance_id):
+        raise InstanceNotFound(f"{instance_id!r} is not a GCP instance name")
 
 
 class GcpPlugin:

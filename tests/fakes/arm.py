@@ -374,6 +374,12 @@ class FakeArm:
             found = self._resources.get(_key(resource_id))
             return copy.deepcopy(found) if found is not None else None
 
+    def set_properties(self, resource_id: str, **properties: Any) -> None:
+        """Change a resource's properties behind the API's back, as an older client or an operator may
+        have left them (e.g. a public IP's `deleteOption`)."""
+        with self._lock:
+            self._resources[_key(resource_id)]["properties"].update(properties)
+
     def all_resources(self) -> list[JSON]:
         with self._lock:
             self._advance()

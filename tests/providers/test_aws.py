@@ -12,7 +12,8 @@ import base64
 import logging
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs
 
@@ -39,6 +40,7 @@ from providers.base import (
 from providers.retry import CloudCaller, RateLimiter, RetryPolicy
 from providers.settings import ConfigError, resolve
 from tests.providers.fake_clock import FakeClock
+from tests.providers.stop_support import StopBench
 
 REGION = "us-east-1"
 OWNER = "node-a"
@@ -673,4 +675,112 @@ async def test_the_registered_plugin_builds_a_working_provider(aws_url: str, aws
     instance = await provider.create_instance(request())
     assert await provider.list_instances() == [instance]
     await provider.delete_instance(instance.id)
+    await provider.teardown()
+
+
+# -- StopVM: one call when the record knows the instance ----------------------------------------------
+
+
+def actions(wire: Wire) -> list[str]:
+    return [body.get("Action", "") for body in wire.bodies]
+
+
+async def test_stopvm_of_a_recorded_instance_is_one_terminate(
+    aws_url: str, aws_ami: str, aws_ec2: Any, tmp_path: Path
+) -> None:
+    provider = make_provider(aws_url, aws_ami)
+    instances = [await provider.create_instance(request(f"sb-{i}")) for i in range(3)]
+    assert [i.delete_info for i in instances] == [{"public_ip": "no"}] * 3
+    stops = StopBench(tmp_path, provider)
+    for instance in instances:
+        stops.record(instance)
+    wire = capture(provider)
+    for instance in instances:
+        await stops.stop(instance.sandbox_id)
+    assert actions(wire) == ["TerminateInstances"] * 3
+    assert live_instances(aws_ec2) == []
+    await stops.close()
+    await provider.teardown()
+
+
+async def test_stopvm_of_a_record_without_delete_info_takes_the_full_delete(
+    aws_url: str, aws_ami: str, aws_ec2: Any, tmp_path: Path
+) -> None:
+    provider = make_provider(aws_url, aws_ami)
+    instance = await provider.create_instance(request())
+    stops = StopBench(tmp_path, provider)
+    stops.record_legacy(instance)
+    wire = capture(provider)
+    await stops.stop(instance.sandbox_id)
+    assert actions(wire) == ["DescribeInstances", "DescribeAddresses", "TerminateInstances"]
+    assert live_instances(aws_ec2) == []
+    await stops.close()
+    await provider.teardown()
+
+
+async def test_stopvm_with_a_public_ip_still_releases_elastic_ips(
+    aws_url: str, aws_ami: str, aws_ec2: Any, tmp_path: Path
+) -> None:
+    vpc = aws_ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    subnet = aws_ec2.create_subnet(VpcId=vpc, CidrBlock="10.7.1.0/24")["Subnet"]["SubnetId"]
+    provider = make_provider(aws_url, aws_ami, USE_PUBLIC_IP="true", AWS_SUBNET_ID=subnet)
+    instance = await provider.create_instance(request())
+    assert instance.delete_info == {"public_ip": "yes"}
+    eip = aws_ec2.allocate_address(Domain="vpc")
+    aws_ec2.associate_address(AllocationId=eip["AllocationId"], InstanceId=instance.id)
+    stops = StopBench(tmp_path, provider)
+    stops.record(instance)
+    wire = capture(provider)
+    await stops.stop(instance.sandbox_id)
+    assert actions(wire) == [
+        "DescribeAddresses",
+        "DisassociateAddress",
+        "ReleaseAddress",
+        "TerminateInstances",
+    ]
+    assert aws_ec2.describe_addresses()["Addresses"] == []
+    assert live_instances(aws_ec2) == []
+    await stops.close()
+    await provider.teardown()
+
+
+async def test_stopvm_of_an_instance_already_gone_succeeds_in_one_call(
+    aws_url: str, aws_ami: str, tmp_path: Path
+) -> None:
+    provider = make_provider(aws_url, aws_ami)
+    terminated = await provider.create_instance(request("sb-terminated"))
+    await provider.delete_recorded(terminated.id, terminated.delete_info)
+    forgotten = replace(terminated, id="i-0123456789abcdef0", sandbox_id="sb-forgotten")
+    stops = StopBench(tmp_path, provider)
+    stops.record(terminated)
+    stops.record(forgotten)
+    wire = capture(provider)
+    await stops.stop(terminated.sandbox_id)  # EC2 terminates a terminated instance again, quietly
+    await stops.stop(forgotten.sandbox_id)  # InvalidInstanceID.NotFound: nothing left to delete
+    assert actions(wire) == ["TerminateInstances"] * 2
+    await stops.close()
+    await provider.teardown()
+
+
+async def test_a_throttled_terminate_is_retried(
+    aws_url: str, aws_ami: str, aws_ec2: Any, tmp_path: Path
+) -> None:
+    provider = make_provider(aws_url, aws_ami)
+    instance = await provider.create_instance(request())
+    throttles = [2]
+
+    def throttle(_body: dict[str, str]) -> AWSResponse | None:
+        if throttles[0] == 0:
+            return None
+        throttles[0] -= 1
+        return ec2_error(503, "RequestLimitExceeded", "Request limit exceeded.")
+
+    stops = StopBench(tmp_path, provider)
+    stops.record(instance)
+    wire = capture(provider)
+    inject(provider, "TerminateInstances", throttle)
+    await stops.stop(instance.sandbox_id)
+    assert actions(wire) == ["TerminateInstances"] * 3
+    assert live_instances(aws_ec2) == []
+    await stops.close()
     await provider.teardown()

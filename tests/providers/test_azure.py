@@ -38,6 +38,7 @@ from providers.base import (
 from providers.retry import RateLimiter, RetryPolicy
 from providers.settings import add_arguments, resolve
 from tests.fakes.arm import FakeArm, RecordedRequest
+from tests.providers.stop_support import StopBench
 
 OWNER = "adaptor-1"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBn0ZxX0bGb6yq0yqB9bH5m0Kx4xWcZlY0t5x9CqJ2v1 test"
@@ -544,3 +545,86 @@ async def test_throwaway_ssh_key_is_rsa_and_never_logged(
     assert len(base64.b64decode(key.split()[1])) > 500  # RSA-4096
     assert caplog.records  # the resumed poll was logged ...
     assert all(key.split()[1] not in r.getMessage() for r in caplog.records)  # ... without the key
+
+
+# -- StopVM: one call when the record knows the VM ----------------------------------------------------
+
+
+def calls(cloud: Cloud) -> list[tuple[str, str]]:
+    """What reached ARM: method and the path's last two segments (type and name)."""
+    return [(r.method, "/".join(r.path.split("/")[-2:])) for r in cloud.fake.requests]
+
+
+async def test_stopvm_of_a_recorded_vm_is_one_delete(cloud: Cloud, tmp_path: Path) -> None:
+    provider = cloud.provider()
+    instances = [await provider.create_instance(request(f"podvm-{i}", f"sb-{i}")) for i in range(3)]
+    assert [i.delete_info for i in instances] == [{"public_ip": "no"}] * 3
+    stops = StopBench(tmp_path, provider)
+    for instance in instances:
+        stops.record(instance)
+    cloud.fake.clear_requests()
+    for instance in instances:
+        await stops.stop(instance.sandbox_id)
+    assert calls(cloud) == [("DELETE", f"virtualMachines/podvm-{i}") for i in range(3)]  # no poll
+    assert cloud.fake.all_resources() == []  # NIC and disk went with the VMs (deleteOption)
+    await stops.close()
+
+
+async def test_stopvm_of_a_record_without_delete_info_takes_the_full_delete(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    provider = cloud.provider()
+    instance = await provider.create_instance(request())
+    stops = StopBench(tmp_path, provider)
+    stops.record_legacy(instance)
+    cloud.fake.clear_requests()
+    await stops.stop(instance.sandbox_id)
+    assert [call for call in calls(cloud) if not call[1].startswith("operations/")] == [
+        ("GET", "virtualMachines/podvm-a"),
+        ("DELETE", "virtualMachines/podvm-a"),
+        ("DELETE", "networkInterfaces/podvm-a-net"),
+        ("DELETE", "publicIPAddresses/podvm-a-ip"),
+        ("DELETE", "disks/podvm-a-disk"),
+    ]
+    assert cloud.fake.all_resources() == []
+    await stops.close()
+
+
+async def test_stopvm_with_a_public_ip_deletes_it_after_the_vm(cloud: Cloud, tmp_path: Path) -> None:
+    provider = cloud.provider(USE_PUBLIC_IP="true")
+    instance = await provider.create_instance(request())
+    assert instance.delete_info == {"public_ip": "yes"}
+    # An address that did not go with the VM (say, created before deleteOption existed) goes after it.
+    pip_id = f"{cloud.fake.rg_id()}/providers/Microsoft.Network/publicIPAddresses/podvm-a-ip"
+    cloud.fake.set_properties(pip_id, deleteOption="Detach")
+    stops = StopBench(tmp_path, provider)
+    stops.record(instance)
+    cloud.fake.clear_requests()
+    await stops.stop(instance.sandbox_id)
+    assert [call for call in calls(cloud) if not call[1].startswith("operations/")] == [
+        ("DELETE", "virtualMachines/podvm-a"),
+        ("DELETE", "publicIPAddresses/podvm-a-ip"),
+    ]
+    assert cloud.fake.all_resources() == []
+    await stops.close()
+
+
+async def test_stopvm_of_a_vm_already_gone_or_throttled(cloud: Cloud, tmp_path: Path) -> None:
+    provider = cloud.provider()
+    gone = await provider.create_instance(request("podvm-gone", "sb-gone"))
+    throttled = await provider.create_instance(request("podvm-busy", "sb-busy"))
+    await provider.delete_instance(gone.id)
+    stops = StopBench(tmp_path, provider)
+    stops.record(gone)
+    stops.record(throttled)
+    cloud.fake.clear_requests()
+    cloud.fake.inject(429, "TooManyRequests", method="DELETE", path_contains="/podvm-busy", times=1)
+    await stops.stop(gone.sandbox_id)  # ARM answers 204: nothing to delete
+    await stops.stop(throttled.sandbox_id)
+    assert [(r.method, r.path.rsplit("/", 1)[1], r.status) for r in cloud.fake.requests] == [
+        ("DELETE", "podvm-gone", 204),
+        ("DELETE", "podvm-busy", 429),
+        ("DELETE", "podvm-busy", 202),
+    ]
+    assert cloud.fake.all_resources() == []
+    await stops.close()

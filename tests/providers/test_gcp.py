@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,7 @@ from providers.gcp.config import load_credentials, parse_config
 from providers.retry import RateLimiter, RetryPolicy
 from providers.settings import ConfigError, add_arguments, resolve
 from tests.fakes.gce import FakeCompute, decode_user_data
+from tests.providers.stop_support import StopBench
 
 PROJECT = "test-project"
 ZONE = "us-central1-a"
@@ -520,3 +522,78 @@ def test_registry_and_flags(fake: FakeCompute) -> None:
     assert (config.confidential_type, config.machine_type) == ("TDX", "c3-standard-4")
     help_text = parser.format_help()
     assert "GCP_CREDENTIALS" in help_text and "-api-rate-limit" in help_text
+
+
+# -- StopVM: one call when the record knows the instance ----------------------------------------------
+
+
+async def test_stopvm_of_a_recorded_instance_is_one_delete(fake: FakeCompute, tmp_path: Path) -> None:
+    provider = fast_provider(fake)
+    instances = [await provider.create_instance(request(f"podvm-{i}", f"sb-{i}")) for i in range(3)]
+    assert [i.delete_info for i in instances] == [{"zone": ZONE}] * 3
+    stops = StopBench(tmp_path, provider)
+    for instance in instances:
+        stops.record(instance)
+    fake.requests.clear()
+    for instance in instances:
+        await stops.stop(instance.sandbox_id)
+    assert [r.api for r in fake.requests] == ["instances.delete"] * 3  # no get, no wait
+    assert fake.instances() == {} and fake.disks() == {}
+    await stops.close()
+    await provider.teardown()
+
+
+async def test_stopvm_of_a_record_without_delete_info_takes_the_full_delete(
+    fake: FakeCompute, tmp_path: Path
+) -> None:
+    provider = fast_provider(fake)
+    instance = await provider.create_instance(request())
+    stops = StopBench(tmp_path, provider)
+    stops.record_legacy(instance)
+    fake.requests.clear()
+    await stops.stop(instance.sandbox_id)
+    assert [r.api for r in fake.requests] == ["instances.delete", "zoneOperations.wait"]
+    assert fake.instances() == {}
+    await stops.close()
+    await provider.teardown()
+
+
+async def test_stopvm_deletes_in_the_zone_the_instance_was_created_in(tmp_path: Path) -> None:
+    with FakeCompute(PROJECT, (ZONE, "us-central1-b")) as fake:
+        fake.add_image("podvm", disk_size_gb=12)
+        fake.add_network("peerpods")
+        fake.add_subnetwork("pods", "us-central1", "10.10.0.0/24", network="peerpods")
+        before = fast_provider(fake)
+        instance = await before.create_instance(request())
+        moved = fast_provider(fake, GCP_ZONE="us-central1-b")  # restarted with another GCP_ZONE
+        stops = StopBench(tmp_path, moved)
+        stops.record(instance)
+        fake.requests.clear()
+        await stops.stop(instance.sandbox_id)
+        assert [r.api for r in fake.requests] == ["instances.delete"]
+        assert fake.instances(ZONE) == {}
+        await stops.close()
+        await before.teardown()
+        await moved.teardown()
+
+
+async def test_stopvm_of_an_instance_already_gone_or_throttled(fake: FakeCompute, tmp_path: Path) -> None:
+    provider = fast_provider(fake)
+    gone = await provider.create_instance(request("podvm-gone", "sb-gone"))
+    throttled = await provider.create_instance(request("podvm-busy", "sb-busy"))
+    await provider.delete_instance(gone.id)
+    stops = StopBench(tmp_path, provider)
+    stops.record(gone)
+    stops.record(throttled)
+    fake.requests.clear()
+    fake.fail("instances.delete", 429, times=1)
+    await stops.stop(throttled.sandbox_id)
+    await stops.stop(gone.sandbox_id)  # 404: nothing left to delete
+    assert [(r.api, r.status) for r in fake.requests] == [
+        ("instances.delete", 429),
+        ("instances.delete", 200),
+        ("instances.delete", 404),
+    ]
+    assert fake.instances() == {}
+    await stops.close()
+    await provider.teardown()
