@@ -9,6 +9,7 @@ adaptor's PEERPODS_LIMIT_PER_NODE.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,8 +57,7 @@ def mutation(pod: Mapping[str, Any], settings: MutationSettings) -> JsonPatch:
     init_containers = _containers(spec, "initContainers")
     if not containers:
         raise PodError("the pod has no containers")
-    everyone = containers + init_containers
-    annotations = _sizing(everyone)
+    annotations = dict(_sizing(_quantities(containers + init_containers)))
     patch = _annotation_patch(pod, annotations)
     for kind, listed in (("initContainers", init_containers), ("containers", containers)):
         for index, container in enumerate(listed):
@@ -70,19 +70,46 @@ def mutation(pod: Mapping[str, Any], settings: MutationSettings) -> JsonPatch:
     return patch
 
 
-def _sizing(containers: list[Mapping[str, Any]]) -> dict[str, str]:
-    """Upstream's rule: the limit sum when a request is set and the limit covers it, else the request."""
-    cpu_request, cpu_limit = _total(containers, "requests", "cpu"), _total(containers, "limits", "cpu")
-    mem_request, mem_limit = _total(containers, "requests", "memory"), _total(containers, "limits", "memory")
-    gpu_request = _total(containers, "requests", GPU_RESOURCE)
-    annotations = {}
+# (kind, resource) pairs the sizing reads, in the order of `_sizing`'s argument
+_SUMMED = (("requests", "cpu"), ("limits", "cpu"), ("requests", "memory"), ("limits", "memory"),
+           ("requests", GPU_RESOURCE))  # fmt: skip
+
+
+def _quantities(containers: list[Mapping[str, Any]]) -> tuple[tuple[str, ...], ...]:
+    """For each pair of `_SUMMED`, the quantity strings of every container that sets it."""
+    found: tuple[list[str], ...] = tuple([] for _ in _SUMMED)
+    for container in containers:
+        resources = _mapping(container.get("resources"), "resources")
+        if not resources:
+            continue
+        for (kind, resource), texts in zip(_SUMMED, found, strict=True):
+            quantities = _mapping(resources.get(kind), f"resources.{kind}")
+            if resource in quantities:
+                text = quantities[resource]
+                if not isinstance(text, str | int | float):
+                    raise PodError(f"resources.{kind}.{resource} is not a quantity")
+                texts.append(str(text))
+    return tuple(tuple(texts) for texts in found)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sizing(quantities: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, str], ...]:
+    """Upstream's rule: the limit sum when a request is set and the limit covers it, else the request.
+
+    Cached by the quantity strings: the pods of one workload repeat them, and exact sums of
+    fractions are the costliest step of an admission (a burst of 200 replicas sizes once).
+    """
+    cpu_request, cpu_limit, mem_request, mem_limit, gpu_request = (
+        _total(texts, kind, resource) for texts, (kind, resource) in zip(quantities, _SUMMED, strict=True)
+    )
+    annotations = []
     if cpu := _chosen(cpu_request, cpu_limit):
-        annotations[CPU_ANNOTATION] = str(value(cpu))
+        annotations.append((CPU_ANNOTATION, str(value(cpu))))
     if memory := _chosen(mem_request, mem_limit):
-        annotations[MEMORY_ANNOTATION] = str(mebibytes(memory))
+        annotations.append((MEMORY_ANNOTATION, str(mebibytes(memory))))
     if gpu_request > 0:
-        annotations[GPU_ANNOTATION] = render(gpu_request)
-    return annotations
+        annotations.append((GPU_ANNOTATION, render(gpu_request)))
+    return tuple(annotations)
 
 
 def _chosen(request: Fraction, limit: Fraction) -> Fraction | None:
@@ -91,19 +118,13 @@ def _chosen(request: Fraction, limit: Fraction) -> Fraction | None:
     return request if request > 0 else None
 
 
-def _total(containers: list[Mapping[str, Any]], kind: str, resource: str) -> Fraction:
+def _total(texts: tuple[str, ...], kind: str, resource: str) -> Fraction:
     total = Fraction(0)
-    for container in containers:
-        resources = _mapping(container.get("resources"), "resources")
-        quantities = _mapping(resources.get(kind), f"resources.{kind}")
-        if resource in quantities:
-            text = quantities[resource]
-            if not isinstance(text, str | int | float):
-                raise PodError(f"resources.{kind}.{resource} is not a quantity")
-            try:
-                total += parse(str(text))
-            except QuantityError as exc:
-                raise PodError(f"resources.{kind}.{resource}: {exc}") from None
+    for text in texts:
+        try:
+            total += parse(text)
+        except QuantityError as exc:
+            raise PodError(f"resources.{kind}.{resource}: {exc}") from None
     return total
 
 
@@ -130,7 +151,7 @@ def _escape(key: str) -> str:
 
 def _containers(spec: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     listed = spec.get(key) or []
-    if not isinstance(listed, list) or not all(isinstance(c, Mapping) for c in listed):
+    if not isinstance(listed, list) or not all(isinstance(c, dict) for c in listed):
         raise PodError(f"spec.{key} is not a list of containers")
     return listed
 
@@ -138,6 +159,6 @@ def _containers(spec: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 def _mapping(node: object, where: str) -> Mapping[str, Any]:
     if node is None:
         return {}
-    if not isinstance(node, Mapping):
+    if not isinstance(node, dict):  # decoded JSON: dict is the only mapping (and a faster check)
         raise PodError(f"{where} is not an object")
     return node

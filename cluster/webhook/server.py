@@ -141,7 +141,7 @@ def application(settings: MutationSettings) -> web.Application:
 
 
 def http2_handler(settings: MutationSettings) -> Handler:
-    async def handle(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    def handle(method: str, path: str, body: bytes) -> tuple[int, bytes]:
         if path.split("?", 1)[0] != MUTATE_PATH:
             return 404, b'{"error": "not found"}'
         if method != "POST":
@@ -171,8 +171,12 @@ async def serving(
     port: int,
     probe_host: str,
     probe_port: int,
+    reuse_port: bool = False,
 ) -> AsyncIterator[tuple[int, int]]:
-    """Both listeners up; yields the bound (webhook, probe) ports (0 in the arguments picks one)."""
+    """Both listeners up; yields the bound (webhook, probe) ports (0 in the arguments picks one).
+
+    `reuse_port`: several worker processes listen on the same ports (SO_REUSEPORT), the kernel
+    spreads the connections over them."""
     runners = [
         web.AppRunner(application(settings), access_log=None),
         web.AppRunner(probes(), access_log=None),
@@ -196,9 +200,9 @@ async def serving(
             return AlpnDispatcher(http2, http1)
 
         listener = await asyncio.get_running_loop().create_server(
-            dispatcher, host, port, ssl=certificate.context, backlog=1024
+            dispatcher, host, port, ssl=certificate.context, backlog=1024, reuse_port=reuse_port or None
         )
-        probe = web.TCPSite(runners[1], probe_host, probe_port)
+        probe = web.TCPSite(runners[1], probe_host, probe_port, reuse_port=reuse_port or None)
         await probe.start()
         yield int(listener.sockets[0].getsockname()[1]), _port(runners[1])
     finally:

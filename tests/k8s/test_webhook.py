@@ -9,6 +9,7 @@ import copy
 import json
 import ssl
 import sys
+from collections.abc import AsyncIterator, Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,14 @@ from typing import Any
 import aiohttp
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.settings
 import pytest
 import yaml
 
 from cluster.quantity import QuantityError, mebibytes, parse, value
+from cluster.webhook.h2 import DATA, GOAWAY, HEADERS, PING, PREFACE, frame
 from cluster.webhook.mutate import (
     CPU_ANNOTATION,
     GPU_ANNOTATION,
@@ -29,7 +33,7 @@ from cluster.webhook.mutate import (
     PodError,
     mutation,
 )
-from cluster.webhook.server import CertificateError, ServingCertificate, serving
+from cluster.webhook.server import MAX_REVIEW_BYTES, CertificateError, ServingCertificate, serving
 from tests.k8s.cluster import free_port
 from tests.k8s.pki import ClusterCA
 
@@ -220,33 +224,67 @@ def test_unusable_certificate_or_profile(tmp_path: Path, ca: ClusterCA) -> None:
         ServingCertificate(certs, "VersionTLS13", ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"])
 
 
+class H2Client:
+    """An HTTP/2 client connection (the h2 package) to the webhook, as the API server's (ALPN h2)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.statuses: dict[int, int] = {}
+        self.bodies: dict[int, bytes] = {}
+        self.ended: set[int] = set()
+        self.events: list[h2.events.Event] = []
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, port: int, ca: ClusterCA) -> AsyncIterator[H2Client]:
+        context = ssl.create_default_context(cadata=ca.pem.decode())
+        context.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+        try:
+            yield cls(reader, writer)
+        finally:
+            writer.close()
+
+    def request(self, path: str, body: bytes, **headers: str) -> int:
+        stream = self.conn.get_next_available_stream_id()
+        fields = [(":method", "POST"), (":path", path), (":scheme", "https"), (":authority", "127.0.0.1"),
+                  ("content-type", "application/json"), *headers.items()]  # fmt: skip
+        self.conn.send_headers(stream, fields)
+        self.conn.send_data(stream, body, end_stream=True, pad_length=7)
+        return stream
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        """Exchange frames until `done()`; EOF from the server fails the test."""
+        async with asyncio.timeout(10):
+            while True:
+                self.writer.write(self.conn.data_to_send())
+                if done():
+                    return
+                data = await self.reader.read(65536)
+                assert data, "the server closed the connection"
+                for event in self.conn.receive_data(data):
+                    self.events.append(event)
+                    if isinstance(event, h2.events.ResponseReceived):
+                        self.statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+                    elif isinstance(event, h2.events.DataReceived):
+                        self.bodies[event.stream_id] = self.bodies.get(event.stream_id, b"") + event.data
+                        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        self.ended.add(event.stream_id)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        stream = self.request(path, body)
+        await self.until(lambda: stream in self.ended)
+        return self.statuses[stream], self.bodies.get(stream, b"")
+
+
 async def h2_post(port: int, ca: ClusterCA, path: str, body: bytes) -> tuple[int, bytes]:
-    """One request over HTTP/2, as the API server's webhook client sends it (ALPN h2)."""
-    context = ssl.create_default_context(cadata=ca.pem.decode())
-    context.set_alpn_protocols(["h2"])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
-    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
-    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    client.initiate_connection()
-    stream = client.get_next_available_stream_id()
-    headers = [(":method", "POST"), (":path", path), (":scheme", "https"), (":authority", "127.0.0.1")]
-    client.send_headers(stream, [*headers, ("content-type", "application/json")])
-    client.send_data(stream, body, end_stream=True)
-    writer.write(client.data_to_send())
-    status, answer = 0, b""
-    try:
-        while True:
-            for event in client.receive_data(await reader.read(65536)):
-                if isinstance(event, h2.events.ResponseReceived):
-                    status = int(dict(event.headers)[b":status"])
-                elif isinstance(event, h2.events.DataReceived):
-                    answer += event.data
-                    client.acknowledge_received_data(event.flow_controlled_length, stream)
-                elif isinstance(event, h2.events.StreamEnded):
-                    return status, answer
-            writer.write(client.data_to_send())
-    finally:
-        writer.close()
+    """One request over HTTP/2 on a connection of its own."""
+    async with H2Client.connect(port, ca) as client:
+        return await client.post(path, body)
 
 
 async def test_admission_over_http2(tmp_path: Path, ca: ClusterCA) -> None:
@@ -314,3 +352,98 @@ async def test_http2_settings_take_a_burst_on_one_connection(tmp_path: Path, ca:
                         window += event.delta
         assert client.remote_settings.initial_window_size >= 1 << 20
         writer.close()
+
+
+@pytest.fixture
+async def webhook_port(tmp_path: Path, ca: ClusterCA) -> AsyncIterator[int]:
+    certs = ca.write_pair(tmp_path / "certs", "webhook", ["127.0.0.1"])
+    async with serving(SETTINGS, ServingCertificate(certs), "127.0.0.1", 0, "127.0.0.1", 0) as (port, _):
+        yield port
+
+
+def _pod_review() -> bytes:
+    return json.dumps(_review({"kind": "Pod", "metadata": {}, "spec": CASES[0]["spec"]})).encode()
+
+
+async def test_http2_continuation_padding_ping_and_many_streams(webhook_port: int, ca: ClusterCA) -> None:
+    """Header blocks split over CONTINUATION frames, padded DATA, PING, interleaved streams: what a
+    conforming client may send (the server frames HTTP/2 itself)."""
+    async with H2Client.connect(webhook_port, ca) as client:
+        big = client.request("/mutate-v1-pod", _pod_review(), **{"x-filler": "f" * 40_000})
+        streams = [client.request("/mutate-v1-pod", _pod_review()) for _ in range(150)]
+        client.conn.ping(b"peerpods")
+        await client.until(lambda: {big, *streams} <= client.ended)
+        assert any(
+            isinstance(e, h2.events.PingAckReceived) and e.ping_data == b"peerpods" for e in client.events
+        )
+        for stream in (big, *streams):
+            assert client.statuses[stream] == 200
+            assert json.loads(client.bodies[stream])["response"]["patchType"] == "JSONPatch"
+        assert (await client.post("/other", b"{}"))[0] == 404  # the connection goes on
+
+
+async def test_http2_answer_waits_for_the_client_window(webhook_port: int, ca: ClusterCA) -> None:
+    """A client that advertises a 16-byte window gets the answer in pieces, one per WINDOW_UPDATE."""
+    async with H2Client.connect(webhook_port, ca) as client:
+        client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16})
+        await client.until(lambda: any(isinstance(e, h2.events.SettingsAcknowledged) for e in client.events))
+        status, body = await client.post("/mutate-v1-pod", _pod_review())
+        pieces = [e for e in client.events if isinstance(e, h2.events.DataReceived)]
+        assert status == 200 and json.loads(body)["response"]["allowed"] is True
+        assert len(pieces) > 1 and all(len(e.data) <= 16 for e in pieces)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"." * 16,
+     PREFACE + frame(DATA, 0, 0, b"x"),
+     PREFACE + frame(HEADERS, 0x4, 2, b"\x82"),
+     PREFACE + frame(HEADERS, 0x4, 1, b"\xff\xff\xff\xff"),
+     PREFACE + frame(PING, 0, 0, b"short")],
+    ids=["not-http2", "data-on-stream-0", "even-stream", "bad-hpack", "short-ping"],
+)  # fmt: skip
+async def test_http2_protocol_errors_end_the_connection_with_goaway(
+    webhook_port: int, ca: ClusterCA, sent: bytes
+) -> None:
+    context = ssl.create_default_context(cadata=ca.pem.decode())
+    context.set_alpn_protocols(["h2"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", webhook_port, ssl=context)
+    writer.write(sent)
+    received = b""
+    async with asyncio.timeout(10):
+        while chunk := await reader.read(65536):
+            received += chunk
+    writer.close()
+    kinds = []
+    while len(received) >= 9:  # the server's frames: SETTINGS, WINDOW_UPDATE, ..., GOAWAY, then EOF
+        length = int.from_bytes(received[:3], "big")
+        kinds.append(received[3])
+        received = received[9 + length :]
+    assert kinds[-1] == GOAWAY
+
+
+async def test_http2_oversized_review_is_refused_and_the_connection_goes_on(
+    webhook_port: int, ca: ClusterCA
+) -> None:
+    async with H2Client.connect(webhook_port, ca) as client:
+
+        def reset() -> bool:
+            return any(isinstance(e, h2.events.StreamReset) for e in client.events)
+
+        await client.until(lambda: client.conn.remote_settings.initial_window_size > 1 << 16)
+        stream = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(stream, [(":method", "POST"), (":path", "/mutate-v1-pod"),
+                                          (":scheme", "https"), (":authority", "127.0.0.1")])  # fmt: skip
+        left = MAX_REVIEW_BYTES + 1
+        while left and not reset():
+            window = client.conn.local_flow_control_window(stream)
+            if size := min(left, window, client.conn.max_outbound_frame_size):
+                client.conn.send_data(stream, b" " * size, end_stream=size == left)
+                client.writer.write(client.conn.data_to_send())
+                left -= size
+            else:  # the server's WINDOW_UPDATE, or its refusal
+                await client.until(lambda: reset() or client.conn.local_flow_control_window(stream) > 0)
+        await client.until(reset)
+        refusal = next(e for e in client.events if isinstance(e, h2.events.StreamReset))
+        assert refusal.stream_id == stream and refusal.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+        assert (await client.post("/mutate-v1-pod", _pod_review()))[0] == 200
