@@ -177,20 +177,28 @@ def redis_server() -> Iterator[Redis]:
 _databases = iter(range(1, 1_000_000))
 
 
+def fresh_database(server: Postgres) -> str:
+    """The URL of a new, empty database on `server` (about 50 ms: no second server per test)."""
+    name = f"test_{next(_databases)}"
+    server.psql(f"CREATE DATABASE {name}")
+    return server.database_url(name)
+
+
+def flushed(server: Redis) -> str:
+    """The URL of `server`'s database, emptied (tests run one at a time)."""
+    subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(server.port), "FLUSHALL"], check=True, capture_output=True
+    )
+    return server.url
+
+
 @pytest.fixture
 def postgres_url(postgres_server: Postgres) -> str:
     """A fresh, empty database for one test."""
-    name = f"test_{next(_databases)}"
-    postgres_server.psql(f"CREATE DATABASE {name}")
-    return postgres_server.database_url(name)
+    return fresh_database(postgres_server)
 
 
 @pytest.fixture
 def redis_url(redis_server: Redis) -> str:
-    """An emptied database for one test (tests run one at a time)."""
-    subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(redis_server.port), "FLUSHALL"],
-        check=True,
-        capture_output=True,
-    )
-    return redis_server.url
+    """An emptied database for one test."""
+    return flushed(redis_server)

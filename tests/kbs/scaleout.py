@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from kbs.storage.factory import LOCAL_FS, POSTGRES, REDIS
 from tests.kbs.dbservers import free_port
-from tests.kbs.storage_backends import postgres_settings
+from tests.kbs.storage_backends import storage_section
 from tests.kbs.support import AdminKey, config_text
 
 KBS = Path(sys.executable).with_name("kbs")
-
-
-def _section(kind: str, backend: str, settings: dict[str, Any]) -> str:
-    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
-    return f'[storage_backend]\nstorage_type = "{kind}"\n[storage_backend.backends.{backend}]\n{lines}'
-
-
-def storage_section(kind: str, directory: Path, url: str = "") -> str:
-    """`[storage_backend]` for `kind` with upstream's keys; `url` is the test server's."""
-    if kind == LOCAL_FS:
-        return _section(kind, "local_fs", {"dir_path": str(directory)})
-    if kind == POSTGRES:
-        return _section(kind, "postgres", postgres_settings(url))
-    assert kind == REDIS
-    return _section(kind, "redis", {"url": url})
 
 
 def replica_config(
@@ -42,10 +24,9 @@ def replica_config(
 ) -> str:
     """A replica's configuration; `as_addr` names a shared attestation service (`coco_as_grpc`)."""
     local = directory / "storage"
-    text = config_text(local, admin.path, sockets=f"127.0.0.1:{port}")
-    default = storage_section(LOCAL_FS, local)
-    assert default in text
-    text = text.replace(default, storage_section(kind, local, url))
+    text = config_text(
+        local, admin.path, sockets=f"127.0.0.1:{port}", backend=storage_section(kind, local, url)
+    )
     if as_addr:
         text = text.replace('type = "coco_as_builtin"', f'type = "coco_as_grpc"\nas_addr = "{as_addr}"')
     return text

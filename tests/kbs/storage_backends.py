@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -10,6 +11,7 @@ import pytest
 
 from kbs.storage import StorageSettings
 from kbs.storage.factory import LOCAL_FS, LOCAL_JSON, MEMORY, POSTGRES, REDIS
+from tests.kbs.dbservers import flushed, fresh_database
 
 BACKENDS = (MEMORY, LOCAL_FS, LOCAL_JSON, POSTGRES, REDIS)
 SHARED_BACKENDS = (LOCAL_FS, POSTGRES, REDIS)
@@ -38,3 +40,29 @@ def settings_for(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> S
         postgres=postgres,
         redis=redis,
     )
+
+
+def _section(kind: str, backend: str, settings: dict[str, Any]) -> str:
+    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+    return f'[storage_backend]\nstorage_type = "{kind}"\n[storage_backend.backends.{backend}]\n{lines}'
+
+
+def storage_section(kind: str, directory: Path, url: str = "") -> str:
+    """`[storage_backend]` for `kind` with upstream's keys; `url` is the test server's."""
+    if kind == LOCAL_FS:
+        return _section(kind, "local_fs", {"dir_path": str(directory)})
+    if kind == POSTGRES:
+        return _section(kind, "postgres", postgres_settings(url))
+    assert kind == REDIS
+    return _section(kind, "redis", {"url": url})
+
+
+def fresh_section(request: pytest.FixtureRequest, kind: str, directory: Path) -> str:
+    """`[storage_backend]` for `kind` on empty storage: a new database on the session's PostgreSQL
+    server, the session's Redis server flushed, or `directory` for LocalFs. Usable from a fixture of
+    any scope (the servers are session-scoped)."""
+    if kind == POSTGRES:
+        return storage_section(kind, directory, fresh_database(request.getfixturevalue("postgres_server")))
+    if kind == REDIS:
+        return storage_section(kind, directory, flushed(request.getfixturevalue("redis_server")))
+    return storage_section(kind, directory)

@@ -27,7 +27,9 @@ from kbs.app import DEFAULT_BODY_TIMEOUT
 from kbs.broker import Broker
 from kbs.config import build_broker, parse_config
 from kbs.httpserver import DEFAULT_IDLE_TIMEOUT, make_runner
+from kbs.storage.factory import LOCAL_FS
 from protocols import kbs
+from tests.kbs.storage_backends import storage_section
 
 API = "/kbs/v0"
 
@@ -58,7 +60,11 @@ def b64url(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
 
 
-def config_text(storage: Path, admin_public_key: Path, extra: str = "", sockets: str = "127.0.0.1:0") -> str:
+def config_text(
+    storage: Path, admin_public_key: Path, extra: str = "", sockets: str = "127.0.0.1:0", backend: str = ""
+) -> str:
+    """A test KBS's configuration: `backend` is its `[storage_backend]` section (LocalFs in `storage`
+    when empty)."""
     return f"""
 [http_server]
 sockets = ["{sockets}"]
@@ -68,10 +74,7 @@ insecure_http = true
 type = "coco_as_builtin"
 timeout = 5
 
-[storage_backend]
-storage_type = "LocalFs"
-[storage_backend.backends.local_fs]
-dir_path = "{storage}"
+{backend or storage_section(LOCAL_FS, storage)}
 
 [admin]
 authorization_mode = "AuthenticatedAuthorization"
@@ -159,11 +162,13 @@ async def start_kbs(
     *,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    backend: str = "",
 ) -> RunningKbs:
+    """A KBS on 127.0.0.1; `backend` as for `config_text` (see the `backend` fixture)."""
     from aiohttp import web
 
     admin = AdminKey.create(tmp_path)
-    config = parse_config(config_text(tmp_path / "storage", admin.path, extra))
+    config = parse_config(config_text(tmp_path / "storage", admin.path, extra, backend=backend))
     broker = build_broker(config)
     if configure is not None:
         configure(broker)

@@ -22,8 +22,8 @@ POLICY_BODY = {"policy": b64url("package policy\ndefault allow := false\n")}
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningKbs]:
-    running = await start_kbs(tmp_path)
+async def server(tmp_path: Path, backend: str) -> AsyncIterator[RunningKbs]:
+    running = await start_kbs(tmp_path, backend=backend)
     yield running
     await running.runner.cleanup()
 

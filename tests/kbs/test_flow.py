@@ -39,8 +39,8 @@ def token_signer(broker: Broker) -> EarSigner:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningKbs]:
-    running = await start_kbs(tmp_path)
+async def server(tmp_path: Path, backend: str) -> AsyncIterator[RunningKbs]:
+    running = await start_kbs(tmp_path, backend=backend)
     async with aiohttp.ClientSession() as http:
         await running.set_policies(http)
         await running.put_resource(http, "default/test/secret", SECRET)
@@ -115,8 +115,8 @@ async def test_default_resource_policy_denies_sample(server: RunningKbs) -> None
         assert (status, error_variant(doc)) == (401, "PolicyDeny")
 
 
-async def test_shipped_attestation_policy_never_trusts_sample(tmp_path: Path) -> None:
-    running = await start_kbs(tmp_path)
+async def test_shipped_attestation_policy_never_trusts_sample(tmp_path: Path, backend: str) -> None:
+    running = await start_kbs(tmp_path, backend=backend)
     try:
         async with Guest(running.url) as guest:
             await guest.handshake()
@@ -165,13 +165,13 @@ async def test_replayed_nonce_is_refused(server: RunningKbs) -> None:
         assert "nonce" in doc["detail"]
 
 
-async def test_expired_session_is_refused(tmp_path: Path) -> None:
+async def test_expired_session_is_refused(tmp_path: Path, backend: str) -> None:
     now = [time.time()]  # the client cookie jar keeps real time: the cookie itself stays
 
     def configure(broker: Broker) -> None:
         broker.sessions = SessionStore(broker.sessions.storage, timeout=300, clock=lambda: now[0])
 
-    running = await start_kbs(tmp_path, configure=configure)
+    running = await start_kbs(tmp_path, configure=configure, backend=backend)
     try:
         async with Guest(running.url) as guest:
             await guest.auth()

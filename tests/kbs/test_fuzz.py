@@ -73,13 +73,14 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, module_backend: str) -> Iterator[Server]:
+    """The KBS under fuzzing, once on each shared storage backend (`module_backend`)."""
     loop = asyncio.new_event_loop()
     started = threading.Event()
     holder: dict[str, RunningKbs] = {}
 
     async def start() -> None:
-        holder["kbs"] = await start_kbs(Path(tmp_path_factory.mktemp("fuzz")))
+        holder["kbs"] = await start_kbs(Path(tmp_path_factory.mktemp("fuzz")), backend=module_backend)
         started.set()
 
     thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -31,12 +31,15 @@ def as_key() -> ec.EllipticCurvePrivateKey:
 
 
 @pytest.fixture
-async def server(tmp_path: Path, as_key: ec.EllipticCurvePrivateKey) -> AsyncIterator[RunningKbs]:
+async def server(
+    tmp_path: Path, as_key: ec.EllipticCurvePrivateKey, backend: str
+) -> AsyncIterator[RunningKbs]:
     point = kbs.tee_pubkey_of(as_key.public_key()).to_json()
     jwks = tmp_path / "jwks.json"
     jwk = {"kty": "EC", "crv": "P-256", "x": point["x"], "y": point["y"], "kid": "external-as"}
     jwks.write_text(json.dumps({"keys": [jwk]}))
-    running = await start_kbs(tmp_path, f'[attestation_token]\ntrusted_jwk_sets = ["{jwks}"]\n')
+    extra = f'[attestation_token]\ntrusted_jwk_sets = ["{jwks}"]\n'
+    running = await start_kbs(tmp_path, extra, backend=backend)
     async with aiohttp.ClientSession() as http:
         await running.set_policies(http)
         await running.put_resource(http, "default/test/secret", SECRET)

@@ -30,8 +30,8 @@ PATIENCE = 30.0  # how long a test waits for what SHORT should bring about
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningKbs]:
-    running = await start_kbs(tmp_path, idle_timeout=SHORT, body_timeout=SHORT)
+async def server(tmp_path: Path, backend: str) -> AsyncIterator[RunningKbs]:
+    running = await start_kbs(tmp_path, idle_timeout=SHORT, body_timeout=SHORT, backend=backend)
     yield running
     await running.runner.cleanup()
 

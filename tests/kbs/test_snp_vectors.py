@@ -26,8 +26,8 @@ def genoa_evidence() -> Any:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningKbs]:
-    running = await start_kbs(tmp_path)
+async def server(tmp_path: Path, backend: str) -> AsyncIterator[RunningKbs]:
+    running = await start_kbs(tmp_path, backend=backend)
     yield running
     await running.runner.cleanup()
 
