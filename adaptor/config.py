@@ -55,6 +55,8 @@ SETTINGS = [
             help="registry credentials (containers auth.json) sent to every pod VM"),
     Setting("enable-scratch-space", "ENABLE_SCRATCH_SPACE", kind=bool, default=False,
             help="ask pod VMs to encrypt a scratch disk for image layers"),
+    Setting("scratch-space-size", "SCRATCH_SPACE_SIZE", kind=int, default=10,
+            help="GiB of the scratch disk attached to each pod VM with ENABLE_SCRATCH_SPACE"),
     Setting("probe-port", "PROBE_PORT", kind=int, default=8000,
             help="port on 127.0.0.1 for /startup, /healthz and /metrics (0: none)"),
     Setting("frame-deadline", "PEERPODS_FRAME_DEADLINE", default="30s",
@@ -122,6 +124,7 @@ class AdaptorConfig:
     auth_json: str
     enable_scratch_space: bool
     probe_port: int = 8000
+    scratch_space_gib: int = 10
     tls_cipher_suites: tuple[str, ...] = ()
     tunnel_pki: CustomPKI = field(default_factory=CustomPKI)
     pod_network: PodNetworkConfig = field(default_factory=PodNetworkConfig)
@@ -168,6 +171,9 @@ class AdaptorConfig:
                 problems.append(
                     f"AUTH_JSON_FILE: {len(auth_json)} bytes exceeds the {AUTH_JSON_LIMIT}-byte limit"
                 )
+        scratch_gib = int(str(values["scratch_space_size"]))
+        if not 1 <= scratch_gib <= 16384:
+            problems.append(f"SCRATCH_SPACE_SIZE: {scratch_gib} is not a disk size in GiB (1-16384)")
         if not 0 <= int(str(values["probe_port"])) <= 65535:
             problems.append(f"PROBE_PORT: {values['probe_port']} is not a TCP port (0-65535)")
         for key in ("socket", "pods_dir"):
@@ -186,6 +192,7 @@ class AdaptorConfig:
             tls_min_version=str(values["tls_min_version"]),
             auth_json=auth_json,
             enable_scratch_space=bool(values["enable_scratch_space"]),
+            scratch_space_gib=scratch_gib,
             probe_port=int(str(values["probe_port"])),
             tls_cipher_suites=cipher_suites,
             tunnel_pki=tunnel_pki,

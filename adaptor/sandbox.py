@@ -200,7 +200,14 @@ class SandboxManager:
         user_data = self._user_data(
             record.instance_name, record.pod_name, record.annotations, record.pod_network, auth_json
         )
-        request = CreateRequest(record.instance_name, record.id, user_data, instance_spec(record.annotations))
+        scratch_gib = self.config.scratch_space_gib if self.config.enable_scratch_space else 0
+        request = CreateRequest(
+            record.instance_name,
+            record.id,
+            user_data,
+            instance_spec(record.annotations),
+            scratch_space_gib=scratch_gib,
+        )
         create = asyncio.ensure_future(self.provider.create_instance(request))
         try:
             async with asyncio.timeout(deadline_s):

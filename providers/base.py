@@ -38,6 +38,8 @@ class CreateRequest:
     user_data: bytes
     spec: InstanceSpec = InstanceSpec()
     tags: Mapping[str, str] = field(default_factory=dict)
+    # ENABLE_SCRATCH_SPACE: a second disk of this many GiB, deleted with the instance (0: none).
+    scratch_space_gib: int = 0
 
 
 @dataclass(frozen=True)

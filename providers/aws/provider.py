@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from providers.aws.config import AwsConfig
+from providers.aws.scratch import scratch_mapping
 from providers.base import (
     OWNER_TAG,
     SANDBOX_TAG,
@@ -385,6 +386,11 @@ class AwsProvider:
                 },
             }
             params["BlockDeviceMappings"] = [mapping]
+        if request.scratch_space_gib > 0:
+            params["BlockDeviceMappings"] = [
+                *params.get("BlockDeviceMappings", []),
+                scratch_mapping(request.scratch_space_gib),
+            ]
         return params
 
     def _delete_info(self) -> dict[str, str]:

@@ -17,6 +17,7 @@ import base64
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from protocols.scratch_disk import AZURE_SCRATCH_LUN
 from providers.azure.ids import is_community_image
 from providers.base import OWNER_TAG, SANDBOX_TAG, InvalidRequestError
 
@@ -107,6 +108,19 @@ def _os_disk(config: AzureConfig, vm_name: str) -> Json:
     return disk
 
 
+def scratch_data_disk(vm_name: str, gib: int) -> Json:
+    """ENABLE_SCRATCH_SPACE: an empty managed data disk, deleted with the VM (`deleteOption`)."""
+    return {
+        "lun": AZURE_SCRATCH_LUN,
+        "name": f"{vm_name}-scratch",
+        "createOption": "Empty",
+        "diskSizeGB": gib,
+        "caching": "None",
+        "deleteOption": "Delete",
+        "managedDisk": {"storageAccountType": "Premium_LRS"},
+    }
+
+
 def vm_body(
     config: AzureConfig,
     *,
@@ -117,6 +131,7 @@ def vm_body(
     ssh_public_key: str,
     user_data_b64: str,
     tags: Mapping[str, str],
+    scratch_gib: int = 0,
 ) -> Json:
     properties: Json = {
         "hardwareProfile": {"vmSize": size},
@@ -142,6 +157,8 @@ def vm_body(
         "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
         "userData": user_data_b64,
     }
+    if scratch_gib > 0:
+        properties["storageProfile"]["dataDisks"] = [scratch_data_disk(vm_name, scratch_gib)]
     if not config.disable_cvm:
         properties["securityProfile"] = {
             "securityType": "ConfidentialVM",

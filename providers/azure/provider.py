@@ -316,6 +316,7 @@ class AzureProvider:
                     ssh_public_key=await self._public_key(),
                     user_data_b64=user_data,
                     tags=tags,
+                    scratch_gib=request.scratch_space_gib,
                 )
             )
             vm = await self._lro(self._compute.virtual_machines.begin_create_or_update, rg, name, body)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from google.cloud import compute_v1
 
+from protocols.scratch_disk import SCRATCH_DISK_NAME
 from providers.base import Instance, IPAddress
 from providers.gcp.config import GcpConfig, ImageRef
 from providers.gcp.labels import OWNER_LABEL, OWNER_METADATA, SANDBOX_LABEL, SANDBOX_METADATA, label_value
@@ -27,6 +28,7 @@ class InstancePlan:
     owner: str
     sandbox_id: str
     gpus: int = 0
+    scratch_disk_gb: int = 0  # ENABLE_SCRATCH_SPACE: a second disk, auto-deleted with the instance
 
 
 def build_instance(config: GcpConfig, plan: InstancePlan) -> compute_v1.Instance:
@@ -67,6 +69,8 @@ def build_instance(config: GcpConfig, plan: InstancePlan) -> compute_v1.Instance
         network_interfaces=[nic],
         labels=dict(plan.labels),
     )
+    if plan.scratch_disk_gb > 0:
+        instance.disks.append(scratch_disk(config, plan.scratch_disk_gb))
     if config.confidential_type is not None:
         instance.confidential_instance_config = compute_v1.ConfidentialInstanceConfig(
             confidential_instance_type=config.confidential_type, enable_confidential_compute=True
@@ -74,6 +78,18 @@ def build_instance(config: GcpConfig, plan: InstancePlan) -> compute_v1.Instance
     if config.confidential_type is not None or plan.gpus > 0:
         instance.scheduling = compute_v1.Scheduling(on_host_maintenance="TERMINATE")
     return instance
+
+
+def scratch_disk(config: GcpConfig, gib: int) -> compute_v1.AttachedDisk:
+    """An empty persistent disk the pod VM sees as /dev/disk/by-id/google-peerpods-scratch."""
+    return compute_v1.AttachedDisk(
+        boot=False,
+        auto_delete=True,
+        device_name=SCRATCH_DISK_NAME,
+        initialize_params=compute_v1.AttachedDiskInitializeParams(
+            disk_size_gb=gib, disk_type=f"zones/{config.zone}/diskTypes/{config.disk_type}"
+        ),
+    )
 
 
 def _metadata(instance: compute_v1.Instance) -> dict[str, str]:

@@ -286,6 +286,7 @@ class GcpProvider:
                 owner=self._owner,
                 sandbox_id=request.sandbox_id,
                 gpus=max(request.spec.gpus, gpus_by_type.get(machine_type, 0)),
+                scratch_disk_gb=request.scratch_space_gib,
             )
             try:
                 return await self._create_as(request, plan)

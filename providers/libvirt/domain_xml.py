@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from protocols.scratch_disk import SCRATCH_DISK_NAME
+
 METADATA_NS = "urn:peerpods:libvirt:instance:1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 ET.register_namespace("peerpods", METADATA_NS)
@@ -90,6 +92,7 @@ class DomainSpec:
     cpuset: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     domain_type: str = "kvm"
+    scratch_disk: str = ""  # ENABLE_SCRATCH_SPACE: a raw volume the pod VM encrypts ("": none)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,12 @@ def _disks(devices: ET.Element, spec: DomainSpec, s390: bool) -> None:
         _sub(cidata, "source", file=spec.cidata_disk)
         _sub(cidata, "target", dev="sda", bus="sata")
     _sub(cidata, "readonly")
+    if spec.scratch_disk:
+        scratch = _sub(devices, "disk", type="file", device="disk")
+        _iommu_driver(scratch, confidential, name="qemu", type="raw")
+        _sub(scratch, "source", file=spec.scratch_disk)
+        _sub(scratch, "target", dev="vdc", bus="virtio")
+        _sub(scratch, "serial", SCRATCH_DISK_NAME)  # /dev/disk/by-id/virtio-peerpods-scratch
 
 
 def _console(devices: ET.Element, s390: bool) -> None:

@@ -51,6 +51,7 @@ from providers.libvirt.domain_xml import (
     file_disk_paths,
     read_metadata,
 )
+from providers.libvirt.scratch import create_scratch_volume, scratch_volume_name
 from providers.settings import ConfigError, Setting, SettingValue
 
 _log = logging.getLogger(__name__)
@@ -226,7 +227,13 @@ class LibvirtProvider:
                     self._conn, pool, volumes.cidata_volume_name(name), seed, self._upload
                 )
                 made.append(cidata.path())
-            domain_xml = build_domain_xml(self._domain_spec(request, overlay.path(), cidata.path()))
+            scratch = ""
+            if request.scratch_space_gib > 0:
+                with _libvirt_reason(f"creating volume {scratch_volume_name(name)}"):
+                    scratch = create_scratch_volume(pool, name, request.scratch_space_gib).path()
+                    made.append(scratch)
+            spec = self._domain_spec(request, overlay.path(), cidata.path())
+            domain_xml = build_domain_xml(replace(spec, scratch_disk=scratch))
             with _libvirt_reason(f"defining domain {name}"):
                 domain = self._conn.defineXML(domain_xml)
             with _libvirt_reason(f"starting domain {name}"):

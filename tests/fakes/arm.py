@@ -598,6 +598,7 @@ class FakeArm:
         if capacity is not None and capacity.sync:
             raise ArmError(409, capacity.code, capacity.message)
         disk_id = self._attach_os_disk(vm_id, rg, name, props, existing)
+        data_disk_ids = self._create_data_disks(vm_id, rg, props)
 
         vm: JSON = {
             "id": vm_id,
@@ -612,6 +613,9 @@ class FakeArm:
         vm_props["provisioningState"] = "Updating" if existing else "Creating"
         vm_props["timeCreated"] = existing["properties"]["timeCreated"] if existing else _iso(time.time())
         vm_props["storageProfile"]["osDisk"].setdefault("managedDisk", {})["id"] = disk_id
+        data_disks = vm_props["storageProfile"].get("dataDisks", [])
+        for data_disk, data_disk_id in zip(data_disks, data_disk_ids, strict=True):
+            data_disk.setdefault("managedDisk", {})["id"] = data_disk_id
         self._resources[_key(vm_id)] = vm
         for nic_id in nic_ids:
             self._resources[_key(nic_id)]["properties"]["virtualMachine"] = {"id": vm_id}
@@ -755,6 +759,27 @@ class FakeArm:
                     fault.remaining -= 1
                 return fault
         return None
+
+    def _create_data_disks(self, vm_id: str, rg: str, props: JSON) -> list[str]:
+        """`createOption: Empty` data disks become managed disks of the VM; their ids."""
+        ids: list[str] = []
+        for data_disk in _dig(props, "storageProfile", "dataDisks") or []:
+            if data_disk.get("createOption") != "Empty" or not data_disk.get("diskSizeGB"):
+                raise ArmError(400, "InvalidParameter", "dataDisks: only Empty disks with a diskSizeGB here.")
+            disk_id = self._canonical_id(rg, "Microsoft.Compute/disks", data_disk["name"])
+            self._resources.setdefault(
+                _key(disk_id),
+                {
+                    "id": disk_id,
+                    "name": data_disk["name"],
+                    "type": "Microsoft.Compute/disks",
+                    "location": self.location,
+                    "managedBy": vm_id,
+                    "properties": {"diskSizeGB": data_disk["diskSizeGB"], "diskState": "Attached"},
+                },
+            )
+            ids.append(disk_id)
+        return ids
 
     def _attach_os_disk(self, vm_id: str, rg: str, vm_name: str, props: JSON, existing: JSON | None) -> str:
         os_disk = _dig(props, "storageProfile", "osDisk")
@@ -962,10 +987,12 @@ class FakeArm:
     def _remove_vm(self, vm: JSON) -> None:
         """Delete the VM, then what it owns according to each resource's deleteOption."""
         self._resources.pop(_key(vm["id"]), None)
-        os_disk = _dig(vm, "properties", "storageProfile", "osDisk") or {}
-        disk = self._resources.get(_key(_dig(os_disk, "managedDisk", "id") or ""))
-        if disk is not None:
-            if os_disk.get("deleteOption") == "Delete":
+        storage = _dig(vm, "properties", "storageProfile") or {}
+        for vm_disk in [storage.get("osDisk") or {}, *(storage.get("dataDisks") or [])]:
+            disk = self._resources.get(_key(_dig(vm_disk, "managedDisk", "id") or ""))
+            if disk is None:
+                continue
+            if vm_disk.get("deleteOption") == "Delete":
                 self._resources.pop(_key(disk["id"]), None)
             else:
                 disk.pop("managedBy", None)

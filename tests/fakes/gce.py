@@ -520,6 +520,7 @@ class FakeCompute:
             "users": [self_link],
             "selfLink": disk_link,
         }
+        blank = self._create_blank_disks(zone, name, self_link, (body.get("disks") or [])[1:])
         instance = copy.deepcopy(body)
         instance.update(
             {
@@ -541,7 +542,8 @@ class FakeCompute:
                         "boot": True,
                         "autoDelete": boot["autoDelete"],
                         "diskSizeGb": str(boot["sizeGb"]),
-                    }
+                    },
+                    *blank,
                 ],
                 "selfLink": self_link,
             }
@@ -739,10 +741,44 @@ class FakeCompute:
                 "Confidential VMs of this type do not support live migration; use TERMINATE.",
             )
 
+    def _create_blank_disks(self, zone: _Zone, name: str, link: str, disks: list[Json]) -> list[Json]:
+        """Empty non-boot disks (`initializeParams.diskSizeGb`, no image), named `<instance>-<deviceName>`;
+        deleted with the instance when `autoDelete`, as GCE does."""
+        attached: list[Json] = []
+        for index, disk in enumerate(disks, start=1):
+            params = disk.get("initializeParams") or {}
+            size = int(params.get("diskSizeGb", 0))
+            if size <= 0 or params.get("sourceImage"):
+                raise _invalid(f"resource.disks[{index}].initializeParams", params, "Blank disk: no size")
+            device = disk.get("deviceName") or f"persistent-disk-{index}"
+            disk_name = f"{name}-{device}"
+            disk_link = LINK_BASE + f"{self._zone_path(zone)}/disks/{disk_name}"
+            zone.disks[disk_name] = {
+                "kind": "compute#disk",
+                "name": disk_name,
+                "sizeGb": str(size),
+                "users": [link],
+                "selfLink": disk_link,
+            }
+            attached.append(
+                {
+                    "kind": "compute#attachedDisk",
+                    "type": "PERSISTENT",
+                    "mode": "READ_WRITE",
+                    "source": disk_link,
+                    "deviceName": device,
+                    "index": index,
+                    "boot": False,
+                    "autoDelete": bool(disk.get("autoDelete")),
+                    "diskSizeGb": str(size),
+                }
+            )
+        return attached
+
     def _check_boot_disk(self, zone: _Zone, disks: list[Json], instance_name: str) -> Json:
         boot = [d for d in disks if d.get("boot")]
-        if len(disks) != 1 or len(boot) != 1:
-            raise ApiError(400, "invalid", "Exactly one boot disk is supported by this fake.")
+        if len(boot) != 1 or not disks[0].get("boot"):
+            raise ApiError(400, "invalid", "Exactly one boot disk, the first, is supported by this fake.")
         disk = boot[0]
         params = disk.get("initializeParams") or {}
         image_value = params.get("sourceImage", "")
