@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import threading
 from collections.abc import Mapping
 from importlib import resources
@@ -25,6 +24,7 @@ from typing import Any
 import regorus
 
 from kbs.storage import KeyValueStorage
+from protocols import strictjson
 from verifier.policy.compilecheck import DEFAULT_BUDGET, Budget, check_policy
 from verifier.policy.engine import PolicyError
 
@@ -126,8 +126,8 @@ class ResourcePolicy:
     def evaluate(self, policy: str, claims: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
         engine = self._engine(policy).clone()
         try:
-            engine.add_data_json(json.dumps(data))
-            engine.set_input_json(json.dumps(claims))
+            engine.add_data_json(strictjson.dumps(data).decode("utf-8"))
+            engine.set_input_json(strictjson.dumps(claims).decode("utf-8"))
             return engine.eval_rule(POLICY_RULE) is True
         except (RuntimeError, TypeError, ValueError) as exc:
             message = _diagnostic(exc)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -127,7 +126,7 @@ def loads(data: bytes | str, what: str) -> Any:
 
 def dumps(value: Any) -> bytes:
     """Compact JSON, as serde_json writes it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return strictjson.dumps(value)
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

@@ -10,6 +10,15 @@ So this loader refuses, up front and with `StrictJsonError` only:
 * strings with a lone UTF-16 surrogate (`"\\ud800"`): not Unicode text;
 * nesting deeper than 128 (serde_json's default limit);
 * an object with the same key twice (parsers disagree on which one wins).
+
+Most documents take a fast path: orjson (which already refuses NaN, overflowing numbers, lone
+surrogates and invalid UTF-8) parses them, and a duplicate key -- which orjson keeps silently, the
+last one winning -- shows as a missing `:`. Every member of an object is one `:` in the text, and
+every other `:` is inside a string; re-encoding the parsed value gives one `:` per member kept and
+the strings' own. So when the two counts agree and no `:` was written as an escape (which the text
+would not show), no member was dropped. Anything else -- an orjson refusal, a count that differs, a
+possible 64-bit overflow (orjson reads those as floats), deep nesting -- goes the exact way below,
+which also words the refusal.
 """
 
 from __future__ import annotations
@@ -19,14 +28,19 @@ import math
 import re
 from typing import Any
 
+import orjson
+
 MAX_DEPTH = 128
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 _INT_DIGITS = len(str(INT_MAX)) + 1  # a sign and 20 digits
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_COLON_ESCAPE = re.compile(rb"\\u003[aA]")
 # Integers of up to 18 digits are all in range: the per-integer check runs only when 19 digits in
 # a row appear somewhere (found by mapping every digit to "0": a regex takes 30 times longer).
 _DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
 _LONG_DIGITS = "0" * 19
+_BYTES_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS_BYTES = _LONG_DIGITS.encode()
 _SURROGATE = "not usable JSON: a string holds a lone UTF-16 surrogate (not Unicode)"
 _TOO_DEEP = f"not usable JSON: nested too deeply (more than {MAX_DEPTH} levels)"
 
@@ -82,8 +96,30 @@ def _check_tree(value: Any, strings: bool) -> None:
                 raise StrictJsonError(_SURROGATE) from None
 
 
+def _fast(data: bytes | str) -> tuple[bool, Any]:
+    """(True, value) when orjson's reading is the strict one (see the module's docstring)."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _LONG_DIGITS_BYTES in raw.translate(_BYTES_TO_ZERO):
+        return False, None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False, None
+    if raw.count(b":") != orjson.dumps(value).count(b":") or _COLON_ESCAPE.search(raw) is not None:
+        return False, None
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_tree(value, strings=False)  # orjson refused any lone surrogate already
+    return True, value
+
+
 def loads(data: bytes | str) -> Any:
     """One strict JSON document (UTF-8 when given bytes)."""
+    fast, value = _fast(data)
+    return value if fast else exact_loads(data)
+
+
+def exact_loads(data: bytes | str) -> Any:
+    """`loads` the slow, exact way (Python's parser with checks): what the fast path must agree with."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         if isinstance(data, str):
@@ -108,3 +144,12 @@ def loads(data: bytes | str) -> Any:
     if surrogates or text.count("[") + text.count("{") > MAX_DEPTH:
         _check_tree(value, surrogates)
     return value
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as serde_json writes it: orjson, or Python's encoder for what orjson does
+    not take (integers beyond 64 bits, keys that are not strings)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -10,7 +10,6 @@ policy extensions), `exp`, `iss`. Status is the worst tier over the vector (rust
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -22,6 +21,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from protocols import strictjson
 
 TRUST_CLAIMS = (
     "instance-identity",
@@ -142,7 +143,7 @@ def _b64url(data: bytes) -> str:
 
 
 def _compact_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return strictjson.dumps(value)
 
 
 class EarSigner:
@@ -160,6 +161,7 @@ class EarSigner:
             raise EarError("the first certificate of the token signer chain does not hold the signing key")
         self._key = key
         self._jwk = self._public_jwk(key, chain or [], cert_url)
+        self._header = _b64url(_compact_json({"typ": "JWT", "alg": "ES256", "jwk": self._jwk}))
 
     @classmethod
     def ephemeral(cls) -> EarSigner:
@@ -217,8 +219,7 @@ class EarSigner:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Compact JWS (ES256: raw r||s, 32 bytes each)."""
-        header = {"typ": "JWT", "alg": "ES256", "jwk": self._jwk}
-        signing_input = _b64url(_compact_json(header)) + "." + _b64url(_compact_json(claims))
+        signing_input = self._header + "." + _b64url(_compact_json(claims))
         der = self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         signature = r.to_bytes(_P256_COORDINATE_BYTES, "big") + s.to_bytes(_P256_COORDINATE_BYTES, "big")

@@ -23,6 +23,7 @@ from protocols.atomicfile import atomic_write_at, is_temp_name, temp_name
 
 _SLASH = "\\x2F"
 _LOCK = ".lock"
+_READ_CHUNK = 1 << 20
 
 
 def file_name(key: str) -> str:
@@ -100,8 +101,10 @@ class LocalFsStorage:
         except FileNotFoundError:
             return None
         try:
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                return handle.read()
+            chunks = []  # os.read on the descriptor: a file object around it costs more than the read
+            while chunk := os.read(fd, _READ_CHUNK):
+                chunks.append(chunk)
+            return b"".join(chunks)
         finally:
             os.close(fd)
 

@@ -173,6 +173,58 @@ def test_strict_json(text: str, message: str | None) -> None:
                 strictjson.loads(data)
 
 
+# JSON text with what the fast path must not be fooled by: duplicate keys, colons in keys and
+# values, a colon or a key's letter written as an escape, long digit runs, lone surrogates, nesting.
+_json_tokens = st.sampled_from(
+    [
+        '"a"',
+        '"b"',
+        '"a:"',
+        '":"',
+        '"\\u003a"',
+        '"\\u003A"',
+        '"\\u0061"',
+        '"\\ud800"',
+        "1",
+        str(2**64),
+        "1e999",
+    ]
+)
+
+
+@st.composite
+def _json_texts(draw: st.DrawFn, depth: int = 0) -> str:
+    if depth > 3 or draw(st.booleans()):
+        return draw(_json_tokens)
+    if draw(st.booleans()):
+        return "[" + ",".join(draw(st.lists(_json_texts(depth + 1), max_size=3))) + "]"
+    keys = draw(st.lists(st.sampled_from(['"a"', '"b"', '"a:"', '"\\u0061"', '"\\u003a"']), max_size=4))
+    return "{" + ",".join(f"{key}:{draw(_json_texts(depth + 1))}" for key in keys) + "}"
+
+
+def _outcome(load: object, text: str) -> object:
+    try:
+        return ("value", repr(load(text)))  # type: ignore[operator]
+    except strictjson.StrictJsonError as exc:
+        return ("refused", str(exc))
+
+
+@given(_json_texts())
+def test_the_fast_strict_json_path_reads_as_the_exact_one(text: str) -> None:
+    """orjson with the colon count (`strictjson._fast`) accepts exactly what the exact parser does,
+    with the same value, and refuses with the same words."""
+    assert _outcome(strictjson.loads, text) == _outcome(strictjson.exact_loads, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a":"x:y","a":"z"}', '{"a":"\\u003a","b":1,"b":2}', '{"\\u0061":1,"a":2}', '{"a":{"b":1,"b":2}}'],
+)
+def test_duplicate_keys_hidden_by_colons_or_escapes_are_refused(text: str) -> None:
+    with pytest.raises(strictjson.StrictJsonError, match="duplicate field"):
+        strictjson.loads(text)
+
+
 def test_strict_json_refuses_a_raw_surrogate_in_a_str() -> None:
     with pytest.raises(strictjson.StrictJsonError, match="surrogate"):
         strictjson.loads('"\ud800"')

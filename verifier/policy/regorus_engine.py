@@ -22,6 +22,7 @@ from typing import Any
 
 import regorus
 
+from protocols import strictjson
 from verifier.policy.compilecheck import DEFAULT_BUDGET, Budget, check_policy
 from verifier.policy.engine import HostFunctions, PolicyError
 
@@ -104,7 +105,7 @@ def _evaluate(
 ) -> dict[str, Any] | str:
     """Rule -> value on `engine` (a clone), or the error message (see `_outcome`)."""
     try:
-        engine.set_input_json(json.dumps(input_doc))
+        engine.set_input_json(strictjson.dumps(input_doc).decode("utf-8"))
     except (TypeError, ValueError, RuntimeError) as exc:
         return f"policy input is not JSON: {_diagnostic(exc)}"
     results: dict[str, Any] = {}
