@@ -1,4 +1,5 @@
-"""Scale figures (issue 3): 200 concurrent StartVM against a rate-limited, slow fake EC2.
+"""Scale figures (issues 3 and 15): 200 concurrent StartVM, then 200 concurrent StopVM, against a
+rate-limited, slow fake EC2.
 
 The cloud is tests/chaos/harness.py's: moto behind tests/fakes/ec2_front.py, which holds every
 RunInstances answer back for the provisioning latency and enforces the API limit itself (a token bucket
@@ -9,7 +10,9 @@ CLOUD_API_RATE_LIMIT=`--rate` and CLOUD_API_BURST=`--burst`, by default 2 under 
 the time from the adaptor's limiter to the cloud varies by some 10-20 ms, so a client bucket as large
 as the cloud's overdraws it now and then ("bucket needed" shows by how much; --burst 20 to see it).
 
-The ideal bound is max(latency, pods / rate): no client can do better against that limit.
+The ideal bound is max(latency, pods / rate) for StartVM, and pods x 1 call / rate for StopVM (one
+TerminateInstances each: TerminateInstances is not held back): no client can do better against that
+limit. "adaptor CPU" is the adaptor process's user and system time during the phase.
 Run: .venv/bin/python -m bench.scale [--pods 200] [--latency 2] [--rate 20] [--burst 18]
 """
 
@@ -26,6 +29,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench.common import cpu_seconds
 from protocols.ttrpc.status import TtrpcError
 from shimdriver.driver import HypervisorClient, shim_annotations
 from tests.adaptor_process import AdaptorProcess
@@ -103,16 +107,27 @@ async def start_all(
 
 
 async def stop_all(
-    args: argparse.Namespace, cloud: AwsCloud, hypervisor: HypervisorClient, pods: list[str]
+    args: argparse.Namespace, cloud: AwsCloud, adaptor: AdaptorProcess, pods: list[str]
 ) -> bool:
+    assert adaptor.process is not None
     window = Window(cloud)
-    wall, errors = await concurrently(pods, hypervisor.stop_vm)
+    cpu = cpu_seconds(adaptor.process.pid)
+    wall, errors = await concurrently(pods, adaptor.hypervisor.stop_vm)
+    cpu = cpu_seconds(adaptor.process.pid) - cpu
     left = await cloud.owned_instances(OWNER)
     await cloud.fleet.settled()
     calls = window.calls
-    print(f"StopVM all         : {wall:.2f} s, {len(errors)} failures")
-    print(f"API calls/StopVM   : {calls.total() / args.pods:.2f} ({breakdown(calls)})")
-    print(f"API-limit errors   : {window.throttled} during StopVM")
+    ideal = args.pods / args.rate
+    print(f"{args.pods} concurrent StopVM, same cloud and adaptor")
+    print(f"wall time          : {wall:.2f} s")
+    print(f"ideal bound        : {ideal:.2f} s = {args.pods} x 1 call / {args.rate:g} per s")
+    print(f"ratio              : {wall / ideal:.3f} (target <= {TARGET_RATIO})")
+    print(f"API-limit errors   : {window.throttled} (target 0)")
+    needed = burst_needed(window.arrivals, args.rate)
+    print(f"bucket needed      : {needed:.1f} requests at {args.rate:g}/s for the arrivals at the fake")
+    print(f"API calls/StopVM   : {calls.total() / args.pods:.2f} ({calls.total()} calls: {breakdown(calls)})")
+    print(f"adaptor CPU        : {cpu:.2f} s ({cpu / args.pods * 1000:.1f} ms per StopVM)")
+    print(f"StopVM failures    : {len(errors)}")
     print(f"left in the cloud  : {len(left)} instances, {len(cloud.fleet.running)} pod VMs")
     for error in (errors + cloud.fleet.errors)[:5]:
         print(f"  error: {error}")
@@ -138,7 +153,8 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
                 await hypervisor.create_vm(sandbox, shim_annotations(f"scale-{index}", "bench"))
             await asyncio.sleep(2.0)  # both token buckets full again after the adaptor's start-up calls
             started = await start_all(args, cloud, hypervisor, pods)
-            stopped = await stop_all(args, cloud, hypervisor, pods)
+            await asyncio.sleep(2.0)  # full buckets again, as for StartVM
+            stopped = await stop_all(args, cloud, adaptor, pods)
         finally:
             await adaptor.stop()
     return 0 if started and stopped else 1
