@@ -16,7 +16,10 @@ import yaml
 
 from cluster.kubeapi import Json, KubeClient, KubeConfig
 from tests.chaos.moto_server import moto_server
-from tests.k8s.cluster import ROOT, ControlPlane, control_plane
+from tests.k8s.cluster import ROOT, ControlPlane, control_plane, tools
+from tests.kbs.dbservers import postgres_server, postgres_url
+
+__all__ = ["postgres_server", "postgres_url"]  # the KBS chart's database
 
 _names = itertools.count()
 CRD_FILE = ROOT / "deploy/charts/peerpods/charts/peerpodctrl/crds/confidentialcontainers.org_peerpods.yaml"
@@ -31,6 +34,11 @@ def plane() -> Iterator[ControlPlane]:
             yield running
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return tools("helm")["helm"]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from cluster import peerpod
 from cluster.chartvalues import PROVIDERS, values_files
 from cluster.kubeapi import Json, KubeClient
 from kbs.config import parse_config
-from tests.k8s.cluster import ROOT, tools
+from tests.k8s.cluster import ROOT
 from tests.k8s.objects import apply_all, documents
 
 CHARTS = ROOT / "deploy/charts"
@@ -23,11 +23,6 @@ KBS = CHARTS / "kbs"
 KBS_VALUES = ["--set", "storage.url=postgresql://kbs@db:5432/kbs", "--set", "admin.publicKey=PEM"]
 # No cert-manager in the test cluster: its Issuer/Certificate kinds are checked in the rendering only.
 NO_CERT_MANAGER = ["--set", "webhook.certManager.enabled=false", "--set", "webhook.caBundle=Y2E="]
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    return tools("helm")["helm"]
 
 
 def run_helm(helm: Path, *args: str) -> str:
