@@ -28,6 +28,8 @@ PACKAGES = (
     "python3-venv",
     "iproute2",
     "iptables",  # the pod network tunnel's NOTRACK rules
+    "cryptsetup-bin",  # the CDH's secure mounts and the encrypted scratch space (LUKS2)
+    "e2fsprogs",  # mkfs.ext4 on them
     "ca-certificates",
 )
 # Timestamps inside the image (files, file systems, pyc) are clamped to this unless overridden.
