@@ -3,6 +3,11 @@
 Upstream's Deployment passes `--leader-elect --health-probe-bind-address=:8081
 --metrics-bind-address=:8443`; all are accepted. A webhook has no leader-only work, so
 `--leader-elect` changes nothing (every replica answers admission requests, as upstream's do).
+
+`--workers N` runs N processes on the same ports (SO_REUSEPORT: the kernel spreads connections).
+The API server sends a burst over HTTP/2, one stream per pod, and opens another connection only
+when one is at its stream limit; with several workers each connection therefore allows only
+WORKER_STREAMS streams, so a burst opens connections (once: they are kept) that reach all workers.
 """
 
 from __future__ import annotations
@@ -10,11 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import socket
 import sys
 from functools import partial
 from pathlib import Path
 
+from cluster.webhook.h2 import MAX_CONCURRENT_STREAMS
 from cluster.webhook.mutate import MutationSettings
 from cluster.webhook.server import CertificateError, ServingCertificate, serving
 from protocols import version
@@ -23,6 +33,7 @@ from protocols.daemon import add_logging_arguments, notify_ready, run_or_exit, s
 log = logging.getLogger("peerpods-webhook")
 
 DEFAULT_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"  # controller-runtime's, where the chart mounts it
+WORKER_STREAMS = 16  # HTTP/2 streams per connection when there are several workers
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,10 +55,22 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument(
         "--leader-elect", action="store_true", help="accepted; a webhook has no leader-only work"
     )
+    top.add_argument(
+        "--workers", type=_positive, default=len(os.sched_getaffinity(0)),
+        help="processes serving the same ports (default: the CPUs this process may run on)",
+    )  # fmt: skip
     return top
 
 
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    shared = args.workers > 1
     settings = MutationSettings.from_env()
     suites = [name.strip() for name in os.environ.get("TLS_CIPHER_SUITES", "").split(",") if name.strip()]
     certificate = ServingCertificate(
@@ -55,7 +78,10 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     )
     host, port = split_host_port(args.webhook_bind_address, 9443)
     probe_host, probe_port = split_host_port(args.health_probe_bind_address, 8081)
-    async with serving(settings, certificate, host, port, probe_host, probe_port) as (bound, probe):
+    streams = WORKER_STREAMS if shared else MAX_CONCURRENT_STREAMS
+    async with serving(
+        settings, certificate, host, port, probe_host, probe_port, reuse_port=shared, max_streams=streams
+    ) as (bound, probe):
         log.info(
             "serving admission reviews on %s:%d for runtime class %s (extended resource %s); probes on :%d",
             host, bound, settings.runtime_class, settings.extended_resource, probe,
@@ -67,4 +93,47 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = version.parse_args(parser(), sys.argv[1:] if argv is None else argv)
     setup_logging(args.verbose, args.log_format)
+    if args.workers == 1:
+        run_or_exit(partial(serve, args), (CertificateError, OSError))
+        return
+    for address, default in ((args.webhook_bind_address, 9443), (args.health_probe_bind_address, 8081)):
+        host, port = split_host_port(address, default)
+        try:  # a taken port is said once, not by every worker
+            socket.create_server((host, port), reuse_port=True).close()
+        except OSError as exc:
+            log.error("cannot start: cannot listen on %s: %s", address, exc.strerror or exc)
+            raise SystemExit(2) from None
+    raise SystemExit(_supervise(args))
+
+
+def _worker(args: argparse.Namespace) -> None:
+    setup_logging(args.verbose, args.log_format)
     run_or_exit(partial(serve, args), (CertificateError, OSError))
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """Run the workers until a signal or until one of them ends; then stop the others (a pod whose
+    worker died is restarted whole). The status is the first failure of a worker not stopped here."""
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(args,)) for _ in range(args.workers)]
+    for worker in workers:
+        worker.start()
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    multiprocessing.connection.wait([worker.sentinel for worker in workers])
+    first_end_was_asked = stopping
+    stop(signal.SIGTERM, None)
+    for worker in workers:
+        worker.join()
+    if first_end_was_asked:
+        return 0
+    return next((abs(w.exitcode) for w in workers if w.exitcode and w.exitcode != -signal.SIGTERM), 1)

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster.webhook.h2 import AlpnDispatcher, H2Protocol, Handler
+from cluster.webhook.h2 import MAX_CONCURRENT_STREAMS, AlpnDispatcher, H2Protocol, Handler
 from cluster.webhook.mutate import MutationSettings, PodError, mutation
 from protocols.tunnel_tls import CIPHER_SUITES, TLS_VERSIONS, check_tls_profile
 
@@ -172,6 +172,7 @@ async def serving(
     probe_host: str,
     probe_port: int,
     reuse_port: bool = False,
+    max_streams: int = MAX_CONCURRENT_STREAMS,
 ) -> AsyncIterator[tuple[int, int]]:
     """Both listeners up; yields the bound (webhook, probe) ports (0 in the arguments picks one).
 
@@ -192,7 +193,7 @@ async def serving(
         handler = http2_handler(settings)
 
         def http2() -> H2Protocol:
-            protocol = H2Protocol(handler, MAX_REVIEW_BYTES)
+            protocol = H2Protocol(handler, MAX_REVIEW_BYTES, max_streams)
             connections.add(protocol)
             return protocol
 

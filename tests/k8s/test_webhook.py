@@ -7,6 +7,9 @@ import base64
 import contextlib
 import copy
 import json
+import os
+import signal
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +27,7 @@ import pytest
 import yaml
 
 from cluster.quantity import QuantityError, mebibytes, parse, value
+from cluster.webhook.cli import WORKER_STREAMS
 from cluster.webhook.h2 import DATA, GOAWAY, HEADERS, PING, PREFACE, frame
 from cluster.webhook.mutate import (
     CPU_ANNOTATION,
@@ -300,37 +304,83 @@ async def test_admission_over_http2(tmp_path: Path, ca: ClusterCA) -> None:
         assert (await h2_post(port, ca, "/mutate-v1-pod", b"[["))[0] == 400
 
 
-async def test_the_command_serves_http2_and_http1(tmp_path: Path, ca: ClusterCA) -> None:
-    """`peerpods-webhook` as deployed (uvloop): its transports are not asyncio's classes."""
+@contextlib.asynccontextmanager
+async def webhook_command(
+    tmp_path: Path, ca: ClusterCA, *extra: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """`peerpods-webhook` as deployed (uvloop), until it serves; yields (process, webhook port)."""
     certs = ca.write_pair(tmp_path / "certs", "webhook", ["127.0.0.1"])
     port, probe = free_port(), free_port()
     binary = Path(sys.executable).with_name("peerpods-webhook")
     with (tmp_path / "log").open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             str(binary), "--cert-dir", str(certs), f"--webhook-bind-address=127.0.0.1:{port}",
-            f"--health-probe-bind-address=127.0.0.1:{probe}", stderr=log,
+            f"--health-probe-bind-address=127.0.0.1:{probe}", *extra, stderr=log,
         )  # fmt: skip
-    pod = {"kind": "Pod", "metadata": {}, "spec": CASES[1]["spec"]}
     try:
-        async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(30):
-                while True:  # until it serves
-                    with contextlib.suppress(aiohttp.ClientError):
-                        async with http.get(f"http://127.0.0.1:{probe}/healthz") as reply:
-                            if reply.status == 200:
-                                break
-                    await asyncio.sleep(0.1)
-            status, body = await h2_post(port, ca, "/mutate-v1-pod", json.dumps(_review(pod)).encode())
-            assert status == 200 and json.loads(body)["response"]["patchType"] == "JSONPatch"
-            client_tls = ssl.create_default_context(cadata=ca.pem.decode())
-            async with http.post(
-                f"https://127.0.0.1:{port}/mutate-v1-pod", json=_review(pod), ssl=client_tls
-            ) as reply:
-                assert reply.status == 200 and (await reply.json())["response"]["allowed"] is True
+        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+            while True:  # until it serves
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{probe}/healthz") as reply:
+                        if reply.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        yield process, port
     finally:
-        process.terminate()
-        await process.wait()
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
     assert "Traceback" not in (tmp_path / "log").read_text()
+
+
+async def test_the_command_serves_http2_and_http1(tmp_path: Path, ca: ClusterCA) -> None:
+    """uvloop's transports are not asyncio's classes."""
+    pod = {"kind": "Pod", "metadata": {}, "spec": CASES[1]["spec"]}
+    async with webhook_command(tmp_path, ca, "--workers=1") as (process, port):
+        status, body = await h2_post(port, ca, "/mutate-v1-pod", json.dumps(_review(pod)).encode())
+        assert status == 200 and json.loads(body)["response"]["patchType"] == "JSONPatch"
+        client_tls = ssl.create_default_context(cadata=ca.pem.decode())
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"https://127.0.0.1:{port}/mutate-v1-pod", json=_review(pod), ssl=client_tls) as reply,
+        ):
+            assert reply.status == 200 and (await reply.json())["response"]["allowed"] is True
+        assert process.returncode is None
+
+
+def _children(pid: int) -> set[int]:
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+async def test_workers_share_the_port_and_end_together(tmp_path: Path, ca: ClusterCA) -> None:
+    """--workers 3: three processes answer on one port, each connection allows a few streams (the
+    API server opens more connections, which the kernel spreads); one worker killed ends them all,
+    so that the pod restarts whole instead of serving at a fraction."""
+    async with webhook_command(tmp_path, ca, "--workers=3") as (process, port):
+        workers = {child for child in _children(process.pid) if b"spawn_main" in
+                   Path(f"/proc/{child}/cmdline").read_bytes()}  # fmt: skip
+        assert len(workers) == 3
+        async with H2Client.connect(port, ca) as client:
+            await client.until(lambda: client.conn.remote_settings.max_concurrent_streams == WORKER_STREAMS)
+            for _ in range(3):
+                assert (await client.post("/mutate-v1-pod", _pod_review()))[0] == 200
+        os.kill(workers.pop(), signal.SIGKILL)
+        async with asyncio.timeout(30):
+            assert await process.wait() != 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+async def test_workers_refuse_a_taken_port(tmp_path: Path, ca: ClusterCA) -> None:
+    certs = ca.write_pair(tmp_path / "certs", "webhook", ["127.0.0.1"])
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("peerpods-webhook")), "--cert-dir", str(certs), "--workers=2",
+            f"--webhook-bind-address=127.0.0.1:{port}", "--health-probe-bind-address=127.0.0.1:0",
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await done.communicate()
+    assert done.returncode == 2 and b"cannot listen on" in stderr and b"Traceback" not in stderr
 
 
 async def test_http2_settings_take_a_burst_on_one_connection(tmp_path: Path, ca: ClusterCA) -> None:
