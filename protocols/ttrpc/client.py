@@ -16,7 +16,7 @@ from typing import TypeVar, cast
 from google.protobuf.message import Message
 
 from protocols.ttrpc.envelope import decode_message, decode_response, encode_request
-from protocols.ttrpc.frames import Frame, FrameDecoder, FrameTooLarge, MessageType, encode_frame
+from protocols.ttrpc.frames import Frame, FrameDecoder, FrameTooLarge, MessageType, frame_parts
 from protocols.ttrpc.status import Code, TtrpcError
 from protocols.ttrpc.writer import CoalescingWriter
 
@@ -96,13 +96,28 @@ class ClientConnection(asyncio.Protocol):
             raise TtrpcError(Code.UNAVAILABLE, CLOSED)
         stream_id = self._next_stream_id
         try:
-            frame = encode_frame(stream_id, MessageType.REQUEST, request)
+            parts = frame_parts(stream_id, MessageType.REQUEST, request)
         except FrameTooLarge as exc:
             raise TtrpcError(Code.RESOURCE_EXHAUSTED, str(exc)) from None
         self._next_stream_id += 2
         self._pending[stream_id] = callback
-        self._writer.write(frame)
+        for part in parts:
+            self._writer.write(part)
         return stream_id
+
+    def open_stream(self, callback: RawCallback) -> tuple[int, CoalescingWriter]:
+        """A new stream whose Request the caller writes itself (a relay cutting a frame through)."""
+        if self._writer is None or self.is_closed:
+            raise TtrpcError(Code.UNAVAILABLE, CLOSED)
+        stream_id = self._next_stream_id
+        self._next_stream_id += 2
+        self._pending[stream_id] = callback
+        return stream_id, self._writer
+
+    @property
+    def writer_held(self) -> bool:
+        """Whether a frame is being cut through this connection right now."""
+        return self._writer is not None and self._writer.held
 
     def forget(self, stream_id: int) -> None:
         """Stop waiting for a stream (its caller gave up); a late reply is ignored."""

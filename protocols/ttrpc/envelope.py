@@ -18,9 +18,12 @@ Metadata = tuple[tuple[str, str], ...]
 MessageT = TypeVar("MessageT", bound=Message)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
-    """A decoded request as a handler sees it; `received` is its arrival on the monotonic clock."""
+    """A decoded request as a handler sees it; `received` is its arrival on the monotonic clock.
+
+    Not frozen: a frozen dataclass costs several microseconds more per call to build.
+    """
 
     service: str
     method: str
@@ -89,7 +92,7 @@ def decode_request(data: bytes) -> Call:
     )
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
+def _varint(data: bytes | bytearray, position: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if position >= len(data) or shift > 63:
@@ -102,45 +105,88 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
         shift += 7
 
 
+def _text(data: bytes | bytearray, start: int, end: int) -> str:
+    try:
+        return data[start:end].decode()
+    except UnicodeDecodeError:
+        raise TtrpcError(Code.INVALID_ARGUMENT, "unmarshal request error: invalid UTF-8") from None
+
+
+def scan_request(data: bytes | bytearray, position: int = 0) -> tuple[str, str, int]:
+    """Service, method and timeout of the Request fields from `position` on, validating their framing.
+
+    One-byte keys and lengths (nearly all of them) are read inline: this runs once per relayed call.
+    """
+    service = method = ""
+    timeout_nano = 0
+    end = len(data)
+    while position < end:
+        key = data[position]
+        if key & 0x80:
+            key, position = _varint(data, position)
+        else:
+            position += 1
+        wire_type = key & 7
+        if wire_type == 2:
+            if position < end and not data[position] & 0x80:
+                length = data[position]
+                position += 1
+            else:
+                length, position = _varint(data, position)
+            field_end = position + length
+            if field_end > end:
+                raise TtrpcError(Code.INVALID_ARGUMENT, "unmarshal request error: truncated field")
+            if key == 0x0A:
+                service = _text(data, position, field_end)
+            elif key == 0x12:
+                method = _text(data, position, field_end)
+            position = field_end
+        elif wire_type == 0:
+            value, position = _varint(data, position)
+            if key == 0x20:
+                timeout_nano = value - (1 << 64) if value >= 1 << 63 else value
+        elif wire_type == 1 or wire_type == 5:
+            position += 8 if wire_type == 1 else 4
+        else:
+            raise TtrpcError(Code.INVALID_ARGUMENT, f"unmarshal request error: wire type {wire_type}")
+    if position != end:
+        raise TtrpcError(Code.INVALID_ARGUMENT, "unmarshal request error: truncated field")
+    return service, method, timeout_nano
+
+
 def peek_request(data: bytes) -> Call:
     """Service, method and deadline of an encoded Request, without copying its payload out.
 
     Relays use it on the fast path, where the Request is forwarded as it came; payload and
     metadata are left empty. Malformed input gives the same INVALID_ARGUMENT as `decode_request`.
     """
-    service = method = ""
-    timeout_nano = 0
-    position = 0
-    while position < len(data):
-        key, position = _varint(data, position)
-        field, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, position = _varint(data, position)
-            if field == 4:
-                timeout_nano = value - (1 << 64) if value >= 1 << 63 else value
-        elif wire_type == 2:
-            length, position = _varint(data, position)
-            end = position + length
-            if end > len(data):
-                raise TtrpcError(Code.INVALID_ARGUMENT, "unmarshal request error: truncated field")
-            if field in (1, 2):
-                try:
-                    text = data[position:end].decode()
-                except UnicodeDecodeError:
-                    message = "unmarshal request error: invalid UTF-8"
-                    raise TtrpcError(Code.INVALID_ARGUMENT, message) from None
-                if field == 1:
-                    service = text
-                else:
-                    method = text
-            position = end
-        elif wire_type in (1, 5):
-            position += 8 if wire_type == 1 else 4
-        else:
-            raise TtrpcError(Code.INVALID_ARGUMENT, f"unmarshal request error: wire type {wire_type}")
-    if position != len(data):
-        raise TtrpcError(Code.INVALID_ARGUMENT, "unmarshal request error: truncated field")
+    service, method, timeout_nano = scan_request(data)
     return Call(service, method, b"", timeout_nano, (), time.monotonic())
+
+
+def peek_head(data: bytes | bytearray) -> tuple[str, str, int] | None:
+    """Service, method and where the payload field ends, from the first bytes of a large Request.
+
+    Only the layout every ttrpc client writes (service, method, then the payload) qualifies; None
+    for anything else, or when `data` stops short of the payload field's length.
+    """
+    try:
+        if data[0] != 0x0A:
+            return None
+        length, position = _varint(data, 1)
+        service = _text(data, position, position + length)
+        position += length
+        if data[position] != 0x12:
+            return None
+        length, position = _varint(data, position + 1)
+        method = _text(data, position, position + length)
+        position += length
+        if data[position] != 0x1A:
+            return None
+        length, position = _varint(data, position + 1)
+    except (IndexError, TtrpcError):
+        return None
+    return service, method, position + length
 
 
 def encode_response(payload: bytes = b"", code: int = Code.OK, message: str = "") -> bytes:

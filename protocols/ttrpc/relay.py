@@ -2,9 +2,10 @@
 
 Both the worker-side agent proxy and the in-VM agent-protocol-forwarder are relays. Calls nobody
 rewrites take a fast path: the encoded Request goes upstream as it came and the Response comes
-back byte for byte, with no task per call. Rewritten calls (and calls that arrive before the
-upstream is connected) take the task path. Either way many calls, blocking ones included, are in
-flight at once, and losing the upstream fails what is pending with UNAVAILABLE.
+back byte for byte, with no task per call; a large Request goes on while it arrives (cut-through,
+see `protocols.ttrpc.cutthrough`). Rewritten calls (and calls that arrive before the upstream is
+connected) take the task path. Either way many calls, blocking ones included, are in flight at
+once, and losing the upstream fails what is pending with UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from protocols.ttrpc.client import Client, ClientConnection
-from protocols.ttrpc.envelope import Call, decode_request, error_frame, peek_request
-from protocols.ttrpc.frames import MessageType, encode_frame
-from protocols.ttrpc.server import Handler, ServerConnection
+from protocols.ttrpc.cutthrough import CUT_THROUGH, HEAD_BYTES, CutThrough, upstream_length
+from protocols.ttrpc.envelope import Call, decode_request, error_frame, peek_head, peek_request
+from protocols.ttrpc.frames import HEADER_SIZE, MAX_PAYLOAD, frame_header
+from protocols.ttrpc.server import REQUEST, Handler, ServerConnection
 from protocols.ttrpc.status import Code, TtrpcError
 
 log = logging.getLogger(__name__)
@@ -139,7 +142,12 @@ class _Forwarded:
             self.connection.send(error_frame(self.stream_id, error))
         else:
             assert response is not None
-            self.connection.send(encode_frame(self.stream_id, MessageType.RESPONSE, response))
+            self.connection.send_response(self.stream_id, response)
+
+    def arm(self, call: Call) -> None:
+        """Answer DEADLINE_EXCEEDED ourselves if the upstream has not answered by the deadline."""
+        if (remaining := call.remaining()) is not None:
+            self.timer = asyncio.get_running_loop().call_later(remaining, self.expire)
 
     def expire(self) -> None:
         self.abandon()
@@ -167,6 +175,9 @@ class RelayConnection(ServerConnection):
         self.methods = methods
         self.interceptors = interceptors or {}
         self.inflight: dict[int, _Forwarded] = {}
+        self._cut: CutThrough | None = None  # the large Request passing through right now
+        self._cut_call: tuple[_Forwarded, Call] | None = None
+        self._stored = 0  # the stream id of a large Request left to store-and-forward
 
     def lookup(self, call: Call) -> Handler:
         methods = self.methods.get(call.service)
@@ -197,8 +208,84 @@ class RelayConnection(ServerConnection):
             forwarded.done(None, exc)
             return
         forwarded.upstream = client.connection
-        if (remaining := call.remaining()) is not None:
-            forwarded.timer = asyncio.get_running_loop().call_later(remaining, forwarded.expire)
+        forwarded.arm(call)
+
+    # cut-through
+
+    @property
+    def cutting(self) -> bool:
+        """Whether a large Request is passing through this connection right now."""
+        return self._cut is not None
+
+    def mid_frame(self) -> bool:
+        return self._cut is not None or super().mid_frame()
+
+    def data_received(self, data: bytes) -> None:
+        if self._cut is not None:
+            data = self._cut.feed(data)
+            if self._cut.remaining:
+                return
+            self._cut_done()
+            if not data:
+                return
+        super().data_received(data)
+        self._start_cut_through()
+
+    def _start_cut_through(self) -> None:
+        """Take over a large Request the decoder holds incomplete, when it can go on as it comes."""
+        pending = self._decoder.pending_header()
+        if pending is None:
+            return
+        length, stream_id, message_type, flags = pending
+        if message_type != REQUEST or length < CUT_THROUGH or stream_id == self._stored:
+            return
+        if self._decoder.buffered - HEADER_SIZE < HEAD_BYTES:
+            return  # not enough of the payload yet to read service and method
+        head = peek_head(self._decoder.pending_payload(HEAD_BYTES))
+        client = self.upstream.current
+        if (
+            head is None
+            or head[2] > length
+            or upstream_length(length, head[2]) > MAX_PAYLOAD
+            or client is None
+            or client.connection.writer_held
+            or head[:2] in self.interceptors
+        ):
+            self._stored = stream_id  # store-and-forward: the decoder keeps it until it is whole
+            return
+        service, method, payload_end = head
+        call = Call(service, method, b"", 0, (), time.monotonic())
+        try:
+            self.accept_stream(stream_id, flags)
+            self.lookup(call)
+            forwarded = _Forwarded(self, stream_id)
+            upstream_id, writer = client.connection.open_stream(forwarded.done)
+        except TtrpcError as exc:
+            self.send(error_frame(stream_id, exc))
+            self._cut = CutThrough(None, length, payload_end)  # skip the rest of it
+        else:
+            self.inflight[stream_id] = forwarded
+            forwarded.upstream, forwarded.upstream_id = client.connection, upstream_id
+            self._cut = cut = CutThrough(writer, length, payload_end)
+            writer.write(frame_header(upstream_id, REQUEST, cut.upstream_length, flags))
+            writer.hold()
+            self._cut_call = forwarded, call
+        data = self._cut.feed(self._decoder.detach())
+        if not self._cut.remaining:
+            self._cut_done()
+        if data:
+            self.data_received(data)
+
+    def _cut_done(self) -> None:
+        """The frame has passed through whole: its deadline starts counting."""
+        assert self._cut is not None
+        if self._cut_call is not None:
+            forwarded, call = self._cut_call
+            call.timeout_nano = self._cut.timeout_nano()
+            if call.timeout_nano and forwarded.stream_id in self.inflight:
+                forwarded.arm(call)
+        self._cut = self._cut_call = None
+        self._stop_frame_timer()
 
     async def _forward(self, call: Call) -> bytes:
         client = await self.upstream.get()
@@ -209,6 +296,9 @@ class RelayConnection(ServerConnection):
         return await client.call(call.service, call.method, payload, call.remaining(), call.metadata)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._cut is not None:
+            self._cut.abort()
+            self._cut = self._cut_call = None
         for forwarded in list(self.inflight.values()):
             forwarded.abandon()
         super().connection_lost(exc)

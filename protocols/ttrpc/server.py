@@ -19,8 +19,16 @@ from typing import TypeVar, cast
 
 from google.protobuf.message import Message
 
-from protocols.ttrpc.envelope import Call, decode_message, decode_request, error_frame, response_frame
-from protocols.ttrpc.frames import MAX_PAYLOAD, Flags, Frame, FrameDecoder, FrameTooLarge, MessageType
+from protocols.ttrpc.envelope import Call, decode_message, decode_request, encode_response, error_frame
+from protocols.ttrpc.frames import (
+    MAX_PAYLOAD,
+    Flags,
+    Frame,
+    FrameDecoder,
+    FrameTooLarge,
+    MessageType,
+    frame_parts,
+)
 from protocols.ttrpc.status import Code, TtrpcError
 from protocols.ttrpc.writer import CoalescingWriter
 
@@ -35,6 +43,9 @@ Services = Mapping[str, Mapping[str, Handler]]
 FRAME_DEADLINE_S = 30.0
 
 RequestT = TypeVar("RequestT", bound=Message)
+
+# Plain ints for the per-frame checks: operators on IntFlag members run Python code in enum.py.
+REQUEST, DATA, REMOTE_OPEN = int(MessageType.REQUEST), int(MessageType.DATA), int(Flags.REMOTE_OPEN)
 
 
 def unary(request_type: type[RequestT], handler: Callable[[RequestT, Call], Awaitable[Message]]) -> Handler:
@@ -99,9 +110,13 @@ class ServerConnection(asyncio.Protocol):
 
     # the deadline of an incomplete frame
 
+    def mid_frame(self) -> bool:
+        """Whether a frame has started and not ended."""
+        return self._decoder.mid_frame
+
     def _watch_frame(self, restart: bool) -> None:
         """Time the frame in progress; `restart` when it began just now (the previous one ended)."""
-        if not self._decoder.mid_frame or self._frame_deadline_s is None:
+        if not self.mid_frame() or self._frame_deadline_s is None:
             self._stop_frame_timer()
         elif restart or self._frame_timer is None:
             self._stop_frame_timer()
@@ -127,36 +142,42 @@ class ServerConnection(asyncio.Protocol):
         if self._writer is not None:
             self._writer.write(frame)
 
+    def send_response(self, stream_id: int, response: bytes) -> None:
+        """An encoded Response; a large one is written after its header without being copied."""
+        if self._writer is not None:
+            for part in frame_parts(stream_id, MessageType.RESPONSE, response):
+                self._writer.write(part)
+
     def reply(self, stream_id: int, payload: bytes) -> None:
         try:
-            self.send(response_frame(stream_id, payload))
+            self.send_response(stream_id, encode_response(payload))
         except FrameTooLarge as exc:
             self.send(error_frame(stream_id, TtrpcError(Code.RESOURCE_EXHAUSTED, str(exc))))
 
     def _frame_received(self, frame: Frame) -> None:
-        if frame.type == MessageType.REQUEST:
+        if frame.type == REQUEST:
             try:
-                call = self._accept_request(frame)
+                self.accept_stream(frame.stream_id, frame.flags)
+                call = self.parse_request(frame.payload)
+                self.lookup(call)
             except TtrpcError as exc:
                 self.send(error_frame(frame.stream_id, exc))
                 return
             self.dispatch(frame.stream_id, call, frame.payload)
-        elif frame.type == MessageType.DATA and not self.is_active(frame.stream_id):
+        elif frame.type == DATA and not self.is_active(frame.stream_id):
             error = TtrpcError(Code.INVALID_ARGUMENT, "StreamID is no longer active")
             self.send(error_frame(frame.stream_id, error))
         # Responses from a client, Data on unary streams and unknown types are ignored, as upstream.
 
-    def _accept_request(self, frame: Frame) -> Call:
-        if frame.stream_id % 2 == 0:
+    def accept_stream(self, stream_id: int, flags: int) -> None:
+        """The stream id rules of a new Request (odd, increasing) and no streaming calls."""
+        if stream_id % 2 == 0:
             raise TtrpcError(Code.INVALID_ARGUMENT, "StreamID must be odd for client initiated streams")
-        if frame.stream_id <= self._last_stream_id:
+        if stream_id <= self._last_stream_id:
             raise TtrpcError(Code.INVALID_ARGUMENT, "StreamID cannot be re-used and must increment")
-        self._last_stream_id = frame.stream_id
-        if frame.flags & Flags.REMOTE_OPEN:
+        self._last_stream_id = stream_id
+        if flags & REMOTE_OPEN:
             raise TtrpcError(Code.UNIMPLEMENTED, "streaming calls are not supported")
-        call = self.parse_request(frame.payload)
-        self.lookup(call)
-        return call
 
     def parse_request(self, data: bytes) -> Call:
         return decode_request(data)
