@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 
 from podvm.standin_agent.images import IMAGE_NAME_ANNOTATION, in_rootfs, pull_image
 from podvm.standin_agent.processes import Process
+from podvm.standin_agent.volumes import mount_encrypted_storages
 from protocols.agent import AGENT_SERVICE, HEALTH_SERVICE
 from protocols.proto import agent_pb2, health_pb2, oci_pb2
 from protocols.ttrpc.envelope import Call
@@ -107,6 +108,8 @@ class StandinAgent:
             raise TtrpcError(Code.INVALID_ARGUMENT, "OCI spec has no process args")
         directory = self.root / "containers" / request.container_id
         directory.mkdir(parents=True, exist_ok=True)
+        if self.cdh_socket is not None:
+            await mount_encrypted_storages(self.cdh_socket, request.storages)
         image = request.OCI.Annotations.get(IMAGE_NAME_ANNOTATION)
         if self.cdh_socket is not None and image:
             await pull_image(self.cdh_socket, image, directory)
