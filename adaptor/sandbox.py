@@ -49,7 +49,7 @@ from providers.base import (
     InvalidRequestError,
     Provider,
     ProviderError,
-    delete_instance,
+    delete_as_recorded,
 )
 
 log = logging.getLogger(__name__)
@@ -319,7 +319,7 @@ class SandboxManager:
             ids = {i.id for i in await _retrying(self.provider.list_instances) if i.sandbox_id == record.id}
         for instance_id in ids:
             with contextlib.suppress(InstanceNotFound):
-                await delete_instance(self.provider, instance_id, delete_info)
+                await delete_as_recorded(self.provider, instance_id, delete_info)
             log.info("sandbox %s: instance %s deleted", record.id, instance_id)
         if ids and self.cluster:
             await self.cluster.instance_deleted(record)

@@ -132,7 +132,7 @@ class DeletesRecorded(Protocol):
         ...
 
 
-async def delete_instance(provider: Provider, instance_id: str, delete_info: Mapping[str, str]) -> None:
+async def delete_as_recorded(provider: Provider, instance_id: str, delete_info: Mapping[str, str]) -> None:
     """The cheapest delete `provider` offers for what the record holds; records written before
     `delete_info` existed (empty) take the full `delete_instance`."""
     if delete_info and isinstance(provider, DeletesRecorded):

@@ -14,6 +14,10 @@ name (the adaptor died after RunInstances) instead of launching a second one; a 
 pod would double the API calls of a 200-pod start for a case that only exists after a restart. A launch
 too recent for that listing (DescribeInstances is eventually consistent) is caught by EC2 itself:
 RunInstances carries a ClientToken derived from owner, sandbox and name, so a repeat is idempotent.
+
+Delete: an instance created here carries `delete_info` saying whether its launch asked for a public
+address; StopVM hands it back to `delete_recorded`, which terminates with one TerminateInstances when
+none was (`delete_instance`, with only an id, first describes the instance and its Elastic IPs).
 """
 
 from __future__ import annotations

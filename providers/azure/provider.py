@@ -6,6 +6,10 @@ deletes them. A create that fails halfway deletes what it made, by name, before 
 and a capacity failure moves on to the next allowed size. Create is safe to retry after a crash: a VM
 of that name carrying the request's sandbox tag is returned (or waited for, or cleaned up if Failed).
 
+Delete: StopVM deletes the VM alone (`delete_recorded`, one call) and ARM takes the NIC and the disk
+with it; a public IP is deleted by name after the VM. `delete_instance` (an id and nothing else:
+reconciliation, records from before `delete_info`) also deletes any of the three left by name.
+
 Tags: OWNER_TAG and SANDBOX_TAG are Azure tags of the same names (Azure allows dots in tag names).
 The instance id is the VM's full ARM resource id.
 """
