@@ -1,30 +1,40 @@
 """Pod VM boot: CreateVM to agent-ready on libvirt, with a breakdown per step.
 
-    python -m bench.boot [--runs 5] [--domain-type kvm|qemu]
+    python -m bench.boot [--runs 5] [--domain-type kvm|qemu] [--boot direct|firmware]
 
-Runs the end-to-end stack of tests/e2e (libvirtd, the cached pod VM image as base volume,
-`cloud-api-adaptor libvirt` with user-mode networking) and starts pods one after another. Agent-ready
-is the first Health.Check answered through the tunnel. The steps come from the host's clock and the
-`peerpods-boot: <step> uptime=<s>` marks the image's units print on the serial console:
+Runs the end-to-end stack of tests/e2e (libvirtd, the cached pod VM image's volumes in a scratch
+pool, `cloud-api-adaptor libvirt` with user-mode networking) and starts pods one after another.
+`--boot direct` (the default) boots the kernel and initrd published with the image, `firmware` boots
+OVMF and the unified kernel image on the disk. Agent-ready is the first Health.Check answered
+through the tunnel. The steps come from the host's clock and the `peerpods-boot: <step> uptime=<s>`
+marks the image prints on the serial console (`userspace` when systemd starts its first units; for
+a unit, when systemd saw it become active: a Type=notify service's READY=1):
 
     define and start      CreateVM sent -> domain running (volumes, cidata, define, QEMU start)
-    firmware              domain running -> kernel start (host time of a mark minus its uptime)
+    firmware              domain running -> kernel start (OVMF, or SeaBIOS loading the kernel)
     kernel and initrd     kernel start -> systemd's first unit (`userspace` mark)
-    user data             -> `user-data` mark (config drive mounted, files written)
-    agent and forwarder   -> `forwarder-ready` mark (agent up, forwarder listening)
-    tunnel up             -> StartVM returns (the adaptor's TLS dial got through)
-    health                -> Health.Check answered
+    user data             -> process-user-data done (config drive mounted, files written)
+    agent and forwarder   -> agent-protocol-forwarder listening (its READY=1)
+    tunnel up             -> StartVM returns: what the adaptor's dial loop adds after the
+                             forwarder listens, plus the TLS handshake
+    health                -> Health.Check answered (through the forwarder to the agent)
+
+Guest times are guest uptimes placed on the host clock by the `userspace` mark (host time read
+minus its uptime). Also printed: the QEMU process's CPU time to agent-ready, which depends less
+on the other load of the machine than the wall clock, and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from podvm.image.build import build
 from podvm.image.config import ImageConfig, default_cache_dir, host_mirror
@@ -54,10 +64,16 @@ STEPS = (
 )
 
 
+USER_DATA_MARK = "process-user-data"
+FORWARDER_MARK = "agent-protocol-forwarder"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Boot:
     steps: dict[str, float]
     total: float
+    qemu_cpu: float
 
 
 def breakdown(sent: float, running: float, marks: dict[str, tuple[float, float]], started: float,
@@ -65,20 +81,36 @@ def breakdown(sent: float, running: float, marks: dict[str, tuple[float, float]]
     """Seconds per step from host times and the console marks (host time read, guest uptime)."""
     userspace_at, userspace_uptime = marks["userspace"]
     kernel_start = userspace_at - userspace_uptime
-    user_data_at = marks["user-data"][0]
-    forwarder_at = marks["forwarder-ready"][0]
+    user_data = marks[USER_DATA_MARK][1]
+    forwarder = marks[FORWARDER_MARK][1]
     return {
         "define and start": running - sent,
         "firmware": kernel_start - running,
         "kernel and initrd": userspace_uptime,
-        "user data": user_data_at - userspace_at,
-        "agent and forwarder": forwarder_at - user_data_at,
-        "tunnel up": started - forwarder_at,
+        "user data": user_data - userspace_uptime,
+        "agent and forwarder": forwarder - user_data,
+        "tunnel up": started - (kernel_start + forwarder),
         "health": ready - started,
     }
 
 
-async def one_boot(adaptor: LibvirtAdaptor, watcher: ConsoleWatcher, index: int) -> Boot:
+def qemu_cpu_seconds(domain_name: str) -> float:
+    """User + system CPU time of the QEMU process running `domain_name` (0 if it is not found)."""
+    guest = f"guest={domain_name},".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+            if b"qemu-system" in words[0] and any(word.startswith(guest) for word in words):
+                fields = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        except (OSError, IndexError, ValueError):
+            continue
+    return 0.0
+
+
+async def one_boot(
+    adaptor: LibvirtAdaptor, watcher: ConsoleWatcher, index: int, console_dir: Path | None = None
+) -> Boot:
     sandbox_id = secrets.token_hex(32)
     hypervisor = adaptor.hypervisor
     sent = time.monotonic()
@@ -95,11 +127,15 @@ async def one_boot(adaptor: LibvirtAdaptor, watcher: ConsoleWatcher, index: int)
         console = watcher.consoles.get(sandbox_id)
         if console is None:
             raise RuntimeError("the pod VM's console was never attached")
-        await _wait_for_mark(console, "forwarder-ready")
+        cpu = qemu_cpu_seconds(console.domain_name)
+        await _wait_for_mark(console, FORWARDER_MARK)
         steps = breakdown(sent, watcher.defined_at[sandbox_id], console.marks(), started, ready)
+        if console_dir is not None:
+            lines = [f"{line.at - sent:8.3f} {line.text}" for line in console.lines]
+            (console_dir / f"console-{index + 1}.log").write_text("\n".join(lines) + "\n")
     finally:
         await hypervisor.stop_vm(sandbox_id)
-    return Boot(steps, ready - sent)
+    return Boot(steps, ready - sent, cpu)
 
 
 async def _wait_for_mark(console: Console, step: str, timeout: float = 10.0) -> None:
@@ -111,39 +147,47 @@ async def _wait_for_mark(console: Console, step: str, timeout: float = 10.0) -> 
         await asyncio.sleep(0.05)
 
 
-def report(boots: list[Boot], domain_type: str) -> str:
+def report(boots: list[Boot], domain_type: str, boot: str, load: tuple[float, float]) -> str:
     def row(name: str, values: list[float]) -> str:
         return f"{name:<22} {statistics.median(values):>8.2f} {min(values):>8.2f} {max(values):>8.2f}"
 
     lines = [
-        f"pod VM boot, CreateVM -> agent ready, {len(boots)} runs, libvirt domain type {domain_type}",
+        f"pod VM boot, CreateVM -> agent ready, {len(boots)} runs, libvirt domain type {domain_type}, "
+        f"{boot} boot, load average {load[0]:.1f} before, {load[1]:.1f} after",
         f"{'step (s)':<22} {'p50':>8} {'min':>8} {'max':>8}",
     ]
-    lines += [row(step, [boot.steps[step] for boot in boots]) for step in STEPS]
-    lines.append(row("total", [boot.total for boot in boots]))
+    lines += [row(step, [b.steps[step] for b in boots]) for step in STEPS]
+    lines.append(row("total", [b.total for b in boots]))
+    lines.append(row("QEMU CPU time", [b.qemu_cpu for b in boots]))
     return "\n".join(lines)
 
 
-async def run(runs: int, domain_type: str) -> str:
+async def run(
+    runs: int, domain_type: str, boot: str, console_dir: Path | None = None, cmdline_extra: str = ""
+) -> str:
     image = build(ImageConfig(cache_dir=default_cache_dir(), mirror=host_mirror()))
     run_id = new_run_id()
     owner = f"bench-{run_id}"
+    load_before = os.getloadavg()[0]
     with kvm_group_access(), LibvirtDaemon(), scratch_dir(run_id) as directory:
-        pool = ScratchPool.create(run_id, image.qcow2)
+        pool = ScratchPool.create(run_id, image)
         try:
-            adaptor = LibvirtAdaptor(directory, owner, adaptor_env(pool, domain_type, PROXY_TIMEOUT="20m"))
+            env = adaptor_env(pool, domain_type, direct_boot=boot == "direct", PROXY_TIMEOUT="20m")
+            if cmdline_extra:
+                env["LIBVIRT_KERNEL_CMDLINE"] += f" {cmdline_extra}"
+            adaptor = LibvirtAdaptor(directory, owner, env)
             await adaptor.start()
             try:
                 with ConsoleWatcher(owner) as watcher:
                     boots = []
                     for index in range(runs):
-                        boots.append(await one_boot(adaptor, watcher, index))
+                        boots.append(await one_boot(adaptor, watcher, index, console_dir))
                         print(f"run {index + 1}: {boots[-1].total:.2f}s", file=sys.stderr)
             finally:
                 await adaptor.stop()
         finally:
             pool.remove()
-    return report(boots, domain_type)
+    return report(boots, domain_type, boot, (load_before, os.getloadavg()[0]))
 
 
 def main() -> None:
@@ -157,11 +201,29 @@ def main() -> None:
         default="kvm",
         help="qemu: TCG emulation (needs the provider's LIBVIRT_DOMAIN_TYPE setting)",
     )
+    parser.add_argument(
+        "--boot",
+        choices=("direct", "firmware"),
+        default="direct",
+        help="direct: the image's published kernel and initrd; firmware: OVMF and the disk's UKI",
+    )
+    parser.add_argument(
+        "--console-dir",
+        type=Path,
+        default=None,
+        help="write each pod VM's serial console there, each line with its time since CreateVM",
+    )
+    parser.add_argument(
+        "--cmdline-extra",
+        default="",
+        help="kernel parameters added for a direct boot (e.g. 'loglevel=6 printk.time=1' to see where "
+        "the kernel's time goes on the console)",
+    )
     args = parser.parse_args()
     problem = tool_problem() or (kvm_problem() if args.domain_type == "kvm" else None)
     if problem is not None:
         sys.exit(f"bench.boot: cannot run: {problem}")
-    print(asyncio.run(run(args.runs, args.domain_type)))
+    print(asyncio.run(run(args.runs, args.domain_type, args.boot, args.console_dir, args.cmdline_extra)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ installed `peerpods` distribution's version (one source of truth: pyproject.toml
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import platform
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,10 @@ WORDS = ("version", "-version", "--version")
 
 
 def package_version() -> str:
+    # Imported here: importlib.metadata (email, zipfile, ...) is a good part of every command's
+    # start-up, and only `version` needs it.
+    import importlib.metadata
+
     try:
         return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:

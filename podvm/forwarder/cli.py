@@ -9,14 +9,11 @@ import logging
 import sys
 from pathlib import Path
 
-from podvm.forwarder import podnetwork
 from podvm.forwarder.service import AGENT_DIAL_TIMEOUT, DEFAULT_AGENT_SOCKET, DEFAULT_PORT, start_forwarder
 from protocols import version
 from protocols.apf import DEFAULT_CONFIG_PATH, ForwarderConfig, ForwarderConfigError
 from protocols.daemon import add_logging_arguments, notify_ready, run, setup_logging, split_host_port
 from protocols.podnet.config import PodNetwork, PodNetworkError
-from protocols.podnet.netlink import NetnsError
-from protocols.podnet.notrack import IptablesError
 from protocols.tunnel_tls import TunnelTLSError, server_context
 
 log = logging.getLogger("agent-protocol-forwarder")
@@ -114,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve(stop: asyncio.Event) -> None:
         if network is not None:
+            # Imported only for a pod network: pyroute2 is a fifth of the forwarder's start-up.
+            from podvm.forwarder import podnetwork
+            from protocols.podnet.netlink import NetnsError
+            from protocols.podnet.notrack import IptablesError
+
             # Before listening, as upstream: the adaptor reaching us means this end of the tunnel is up.
             try:
                 await asyncio.to_thread(podnetwork.wait_for_primary_ip, args.host_interface)

@@ -35,9 +35,12 @@ async def start_forwarder(
     async def dial_agent() -> Client:
         return await Client.connect_unix(agent_socket)
 
+    # The agent starts beside the forwarder: its socket is retried every 0.1 s at most (a failed
+    # unix connect costs nothing), so the first call waits for the agent, not for a long backoff.
     upstream = Upstream(
         dial_agent,
         timeout_s=agent_dial_timeout,
+        max_backoff_s=0.1,
         name=f"kata-agent at {agent_socket}",
         redial_timeout_s=agent_redial_timeout,
     )

@@ -31,11 +31,37 @@ CMDLINE_OPTIONS = (
     "rd.udev.log_level=3",
     "panic=10",
 )
+# Direct kernel boot (libvirt, not confidential): the serial console only (no display), and what
+# Kata passes its guests to skip work a VM does not need: the IO-APIC timer check, the PS/2
+# controller probe, the crypto self-tests; RCU grace periods expedited.
+DIRECT_CMDLINE_OPTIONS = (
+    "rw",
+    "console=ttyS0,115200",
+    "quiet",
+    "loglevel=3",
+    "fsck.mode=skip",
+    "systemd.show_status=false",
+    "udev.log_level=3",
+    "rd.udev.log_level=3",
+    "panic=10",
+    "no_timer_check",
+    "i8042.direct=1",
+    "i8042.dumbkbd=1",
+    "i8042.nopnp=1",
+    "i8042.noaux=1",
+    "cryptomgr.notests",
+    "rcupdate.rcu_expedited=1",
+)
 _SECTION_ALIGN = 0x1000
 
 
 def kernel_cmdline(root_partuuid: str, extra: Sequence[str] = ()) -> str:
     return " ".join((f"root=PARTUUID={root_partuuid}", *CMDLINE_OPTIONS, *extra))
+
+
+def direct_cmdline(root_partuuid: str) -> str:
+    """The command line a VM manager passes with the published kernel (direct kernel boot)."""
+    return " ".join((f"root=PARTUUID={root_partuuid}", *DIRECT_CMDLINE_OPTIONS))
 
 
 def pe_image_end(stub: bytes) -> int:

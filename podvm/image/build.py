@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podvm.image import boot, disk, inputs, pyenv, rootfs
-from podvm.image.config import COMMANDS, OPTIONAL_COMMANDS, STUB, VENV, ImageConfig
+from podvm.image.config import (
+    COMMANDS,
+    DIRECT_FLAVOUR,
+    FIRMWARE_FLAVOUR,
+    OPTIONAL_COMMANDS,
+    STUB,
+    VENV,
+    ImageConfig,
+)
 from podvm.image.errors import ImageBuildError
 from podvm.image.runner import Runner, build_env
 
@@ -28,6 +36,9 @@ UPSTREAM_AGENT_FILES = HERE / "upstream-agent"
 QCOW2 = "podvm.qcow2"
 RAW = "podvm.raw"
 MANIFEST = "manifest.json"
+# The direct-boot kernel and its initrd, published beside the disk (see boot.direct_cmdline).
+KERNEL = "vmlinuz"
+INITRD = "initrd.img"
 ESP_BOOT_PATH = "EFI/BOOT/BOOTX64.EFI"
 # Started by default (multi-user.target); attestation units only when the project has them.
 ENABLED_UNITS = (
@@ -58,8 +69,8 @@ MASKED_UNITS = (
     "e2scrub_reap.service",
     "fstrim.timer",
 )
-# Base-stage inputs besides the settings: the initrd configuration and the code that uses it.
-_BASE_FILES = ("etc/initramfs-tools/modules", "etc/initramfs-tools/conf.d/peerpods.conf")
+# Base-stage inputs besides the settings: the initrd configurations and the code that uses them.
+_BASE_FILES = rootfs.initramfs_config_files()
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,13 @@ class BuildResult:
     raw: Path
     manifest: Path
     cached: bool
+    kernel: Path
+    initrd: Path
+
+    def direct_cmdline(self) -> str:
+        """The kernel command line to boot `kernel` and `initrd` with (from the manifest)."""
+        manifest = json.loads(self.manifest.read_text())
+        return str(manifest["direct_boot"]["cmdline"])
 
 
 @dataclass(frozen=True)
@@ -146,9 +164,9 @@ def base_stage(config: ImageConfig, runner: Runner, key: str) -> Path:
     root = staging / "rootfs"
     with runner.step(f"debootstrap {config.suite} from {config.mirror}"):
         rootfs.debootstrap(runner, root, config.suite, config.mirror, config.packages)
-    with runner.step("small initrd (MODULES=list, zstd)"):
+    with runner.step("small initrds (MODULES=list, zstd)"):
         rootfs.install_initramfs_config(FILES, root)
-        rootfs.make_initrd(runner, root)
+        rootfs.make_initrds(runner, root)
     versions = rootfs.package_versions(runner, root)
     rootfs.clean(root)
     (staging / "packages.json").write_text(json.dumps(versions, indent=1, sort_keys=True) + "\n")
@@ -237,7 +255,8 @@ def image_stage(
             _install_upstream_agent(config, root)
         enabled = _units(runner, root)
         rootfs.clean(root)
-    kernel, initrd = rootfs.kernel_files(root)
+    kernel, initrd = rootfs.kernel_files(root, FIRMWARE_FLAVOUR)
+    direct_kernel, direct_initrd = rootfs.kernel_files(root, DIRECT_FLAVOUR)
     cmdline = boot.kernel_cmdline(disk.ROOT_PARTUUID)
     with runner.step("unified kernel image"):
         uki = staging / "BOOTX64.EFI"
@@ -245,6 +264,8 @@ def image_stage(
             runner, STUB, kernel, initrd, cmdline, root / "usr/lib/os-release", uki, config.source_date_epoch
         )
     _clamp_mtimes(root, config.source_date_epoch)
+    if stale := pyenv.unusable_bytecode(root, (VENV, pyenv.STDLIB), pyenv.CACHE_TAG):
+        raise ImageBuildError(f"{len(stale)} modules would be compiled or hashed at each start: {stale[:5]}")
     with runner.step("file systems and disk (no loop devices)"):
         root_size = disk.root_fs_size(disk.tree_size(root))
         layout = disk.plan_layout(disk.ESP_SIZE, root_size)
@@ -255,6 +276,9 @@ def image_stage(
         disk.assemble(runner, output / RAW, layout, staging / "esp.vfat", staging / "root.ext4")
     with runner.step("qcow2"):
         disk.to_qcow2(runner, output / RAW, output / QCOW2)
+    for source, name in ((direct_kernel, KERNEL), (direct_initrd, INITRD)):
+        shutil.copyfile(source, output / name)
+        os.utime(output / name, (config.source_date_epoch, config.source_date_epoch))
     manifest = {
         "image": "peerpods-podvm",
         "build_key": keys.image,
@@ -265,10 +289,16 @@ def image_stage(
         "cmdline": cmdline,
         "root_partuuid": disk.ROOT_PARTUUID,
         "agent": "kata-agent (upstream)" if config.kata_agent else "peerpods-standin-agent",
+        "direct_boot": {
+            "kernel": KERNEL,
+            "initrd": INITRD,
+            "kernel_version": direct_kernel.name.removeprefix("vmlinuz-"),
+            "cmdline": boot.direct_cmdline(disk.ROOT_PARTUUID),
+        },
         "units": enabled,
         "debian_packages": json.loads((base / "packages.json").read_text()),
         "python_packages": {**pyenv.wheel_versions(wheels), pyenv.PROJECT: wheel.name.split("-")[1]},
-        "outputs": {RAW: _sha256_entry(output / RAW), QCOW2: _sha256_entry(output / QCOW2)},
+        "outputs": {name: _sha256_entry(output / name) for name in (RAW, QCOW2, KERNEL, INITRD)},
     }
     (output / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     _publish(output, final)
@@ -291,7 +321,15 @@ def prune(directory: Path, current: str, keep_others: int = 1) -> None:
 
 
 def _result(directory: Path, cached: bool) -> BuildResult:
-    return BuildResult(directory, directory / QCOW2, directory / RAW, directory / MANIFEST, cached)
+    return BuildResult(
+        directory,
+        directory / QCOW2,
+        directory / RAW,
+        directory / MANIFEST,
+        cached,
+        directory / KERNEL,
+        directory / INITRD,
+    )
 
 
 def build(config: ImageConfig, runner: Runner | None = None, force: bool = False) -> BuildResult:

@@ -14,14 +14,18 @@ from pathlib import Path
 
 SUITE = "bookworm"
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
-# Debian packages of the image, on top of debootstrap's minbase. linux-image-amd64 rather than the
-# cloud flavour: the cloud kernel has no AHCI driver, and libvirt attaches the cidata CD-ROM on SATA.
+# Debian packages of the image, on top of debootstrap's minbase. Two kernels: the standard flavour
+# boots from the ESP (clouds, OVMF, confidential VMs: it has the sev-guest driver the attestation
+# agent needs, which the cloud flavour lacks); the cloud flavour (LZ4, ext4 built in, far fewer
+# drivers to probe) is published beside the disk for direct kernel boot of non-confidential libvirt
+# pod VMs, whose cidata drive is then a virtio disk (the cloud flavour has no AHCI driver).
 PACKAGES = (
     "systemd",
     "systemd-sysv",
     "udev",
     "kmod",
     "linux-image-amd64",
+    "linux-image-cloud-amd64",
     "initramfs-tools",
     "zstd",
     "python3",
@@ -39,6 +43,9 @@ VENV = "/opt/peerpods"
 COMMANDS = ("process-user-data", "agent-protocol-forwarder", "peerpods-standin-agent")
 # Linked when the project has them: the guest attestation agent and its REST API front.
 OPTIONAL_COMMANDS = ("attestation-agent", "api-server-rest", "confidential-data-hub")
+# Kernel flavours (the suffix of the kernel version): in the unified kernel image, and for direct boot.
+FIRMWARE_FLAVOUR = "amd64"
+DIRECT_FLAVOUR = "cloud-amd64"
 STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 
 _ONE_LINE = re.compile(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)")

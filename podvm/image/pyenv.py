@@ -145,6 +145,44 @@ def build_project_wheel(runner: Runner, project_root: Path, files: Sequence[str]
     return wheels[0]
 
 
+# Debian's python3 standard library in the image, and its bytecode tag.
+STDLIB = "/usr/lib/python3.11"
+CACHE_TAG = "cpython-311"
+# Read at every start of every command and useless in a pod VM: Debian's sitecustomize (an apport
+# hook; apport is not installed, and the file had no bytecode, so each start compiled it) and, in
+# the venv, setuptools' distutils shim (a .pth that imports _distutils_hack).
+UNUSED_STARTUP_FILES = ("etc/python3.11/sitecustomize.py", "usr/lib/python3.11/sitecustomize.py")
+VENV_UNUSED_STARTUP_FILES = ("lib/python3.11/site-packages/distutils-precedence.pth",)
+# PEP 552 flags of bytecode that is never checked against its source.
+_UNCHECKED_HASH_FLAGS = 0b01
+
+
+def precompile(runner: Runner, root: Path, directories: Sequence[str]) -> None:
+    """Bytecode for every module under `directories` of the image, by the image's own python3, that
+    Python need not check against its source: nothing changes after the build, while Debian's and
+    pip's defaults under SOURCE_DATE_EPOCH are checked-hash (each import reads and hashes the source,
+    at each start of each command)."""
+    argv = ["python3", "-m", "compileall", "-q", "-f", "--invalidation-mode", "unchecked-hash"]
+    chroot(runner, root, [*argv, *directories])
+
+
+def unusable_bytecode(root: Path, directories: Sequence[str], cache_tag: str) -> list[str]:
+    """Modules under `directories` of the image whose bytecode for `cache_tag` (e.g. cpython-311) is
+    missing or would be checked against its source: each would be compiled or hashed at start."""
+    found = []
+    for directory in directories:
+        for source in sorted((root / directory.lstrip("/")).rglob("*.py")):
+            pyc = source.parent / "__pycache__" / f"{source.stem}.{cache_tag}.pyc"
+            try:
+                with pyc.open("rb") as f:
+                    header = f.read(8)
+            except OSError:
+                header = b""
+            if len(header) < 8 or int.from_bytes(header[4:8], "little") != _UNCHECKED_HASH_FLAGS:
+                found.append("/" + source.relative_to(root).as_posix())
+    return found
+
+
 def install_venv(
     runner: Runner,
     root: Path,
@@ -174,13 +212,11 @@ def install_venv(
                     "--disable-pip-version-check", "--find-links", "/tmp/peerpods-wheels", spec,
                 ],
             )  # fmt: skip
-            # The venv never changes after the build: bytecode that Python need not check against
-            # its source on every import (pip's default under SOURCE_DATE_EPOCH is checked-hash,
-            # which reads and hashes each source file at each start of each command).
-            chroot(runner, root, ["python3", "-m", "compileall", "-q", "-f", "--invalidation-mode",
-                                  "unchecked-hash", venv])  # fmt: skip
+            precompile(runner, root, (venv, STDLIB))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for rel in (*UNUSED_STARTUP_FILES, *(f"{venv.lstrip('/')}/{f}" for f in VENV_UNUSED_STARTUP_FILES)):
+        (root / rel).unlink(missing_ok=True)
     bin_dir = root / "usr/local/bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     for command in commands:

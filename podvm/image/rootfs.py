@@ -1,4 +1,4 @@
-"""The Debian base system of the image: debootstrap, a small initrd, and the first-boot cleanup.
+"""The Debian base system of the image: debootstrap, small initrds, and the first-boot cleanup.
 
 Everything happens in a plain directory (no loop devices, no image mounts); the only mount is /proc
 inside the chroot while tools that need it run.
@@ -6,12 +6,14 @@ inside the chroot while tools that need it run.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from podvm.image.config import DIRECT_FLAVOUR, FIRMWARE_FLAVOUR
 from podvm.image.errors import ImageBuildError
 from podvm.image.runner import Runner
 
@@ -59,7 +61,7 @@ def chroot(runner: Runner, root: Path, argv: Sequence[str], capture: bool = Fals
 
 def debootstrap(runner: Runner, target: Path, suite: str, mirror: str, packages: Sequence[str]) -> None:
     """A minbase system with `packages` in `target` (which must not exist). The kernel's own
-    initrd (every module) is skipped: `make_initrd` makes the small one once the config is in."""
+    initrd (every module) is skipped: `make_initrds` makes the small ones once the config is in."""
     runner.run(
         env={"INITRD": "No"},
         argv=[
@@ -74,28 +76,45 @@ def debootstrap(runner: Runner, target: Path, suite: str, mirror: str, packages:
     )
 
 
+# The initrd configuration of each kernel flavour: the standard one (root disk drivers of every
+# cloud) and the direct-boot one (the virtio disk only).
+INITRAMFS_CONFIGS = {
+    FIRMWARE_FLAVOUR: ("etc/initramfs-tools", ("modules", "conf.d/peerpods.conf")),
+    DIRECT_FLAVOUR: ("etc/initramfs-tools-direct", ("initramfs.conf", "modules")),
+}
+
+
+def initramfs_config_files() -> list[str]:
+    """The files of `INITRAMFS_CONFIGS`, relative to the image root (base-stage inputs)."""
+    return [f"{directory}/{name}" for directory, names in INITRAMFS_CONFIGS.values() for name in names]
+
+
 def install_initramfs_config(files: Path, root: Path) -> None:
     """The initrd settings of `files` (MODULES=list, zstd): a small initrd boots faster."""
-    for rel in ("etc/initramfs-tools/modules", "etc/initramfs-tools/conf.d/peerpods.conf"):
+    for rel in initramfs_config_files():
         destination = root / rel
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(files / rel, destination)
 
 
-def kernel_version(root: Path) -> str:
-    """The version of the image's one kernel."""
-    kernels = sorted((root / "boot").glob("vmlinuz-*"))
-    if len(kernels) != 1:
-        raise ImageBuildError(f"expected one kernel in {root / 'boot'}, found {[k.name for k in kernels]}")
-    return kernels[0].name.removeprefix("vmlinuz-")
+def kernel_version(root: Path, flavour: str) -> str:
+    """The version of the image's one kernel of `flavour` (e.g. "6.1.0-50-cloud-amd64")."""
+    pattern = re.compile(rf"vmlinuz-(\d+\.\d+\.\d+-\d+-{re.escape(flavour)})")
+    kernels = [k.name for k in sorted((root / "boot").glob("vmlinuz-*"))]
+    versions = [match.group(1) for name in kernels if (match := pattern.fullmatch(name))]
+    if len(versions) != 1:
+        raise ImageBuildError(f"expected one {flavour} kernel in {root / 'boot'}, found {kernels}")
+    return versions[0]
 
 
-def make_initrd(runner: Runner, root: Path) -> None:
-    """The initrd of the image's kernel, from the config `install_initramfs_config` put in."""
-    version = kernel_version(root)
-    (root / "boot" / f"initrd.img-{version}").unlink(missing_ok=True)
+def make_initrds(runner: Runner, root: Path) -> None:
+    """The initrd of each kernel flavour, from the config `install_initramfs_config` put in."""
     with proc_mounted(root, runner):
-        chroot(runner, root, ["update-initramfs", "-c", "-k", version])
+        for flavour, (confdir, _) in INITRAMFS_CONFIGS.items():
+            version = kernel_version(root, flavour)
+            initrd = f"/boot/initrd.img-{version}"
+            (root / initrd.lstrip("/")).unlink(missing_ok=True)
+            chroot(runner, root, ["mkinitramfs", "-d", f"/{confdir}", "-o", initrd, version])
 
 
 def package_versions(runner: Runner, root: Path) -> dict[str, str]:
@@ -114,9 +133,9 @@ def package_versions(runner: Runner, root: Path) -> dict[str, str]:
     return versions
 
 
-def kernel_files(root: Path) -> tuple[Path, Path]:
-    """The image's kernel and initrd (exactly one kernel is installed)."""
-    version = kernel_version(root)
+def kernel_files(root: Path, flavour: str) -> tuple[Path, Path]:
+    """The image's kernel and initrd of `flavour`."""
+    version = kernel_version(root, flavour)
     initrd = root / "boot" / f"initrd.img-{version}"
     if not initrd.is_file():
         raise ImageBuildError(f"no initrd {initrd.name} beside vmlinuz-{version}")

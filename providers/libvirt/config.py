@@ -10,9 +10,11 @@ differ, on purpose:
 - Naming a technology while `DISABLECVM=true` is reported as contradictory (upstream ignores it).
 - Ours: `LIBVIRT_USER_NETWORK` (QEMU user-mode networking with the forwarder port forwarded to a
   loopback port, for hosts where VMs cannot join a bridge; needs a libvirt on this host),
-  `LIBVIRT_IP_TIMEOUT` (how long to wait for the VM's address; upstream polls 20 times every 3 s)
-  and `LIBVIRT_EFI_VARS` (NVRAM template for the OVMF loader; empty lets libvirt pick it from its
-  firmware descriptors).
+  `LIBVIRT_IP_TIMEOUT` (how long to wait for the VM's address; upstream polls 20 times every 3 s),
+  `LIBVIRT_EFI_VARS` (NVRAM template for the OVMF loader; empty lets libvirt pick it from its
+  firmware descriptors) and direct kernel boot of non-confidential VMs, as Kata boots its guests:
+  `LIBVIRT_KERNEL_VOL_NAME`, `LIBVIRT_INITRD_VOL_NAME` (volumes in the pool, published with the
+  image) and `LIBVIRT_KERNEL_CMDLINE`; without them the VM boots the firmware, as upstream's.
 - `-data-dir` is accepted because upstream's entrypoint passes it; upstream does not use it either.
 
 No client-side rate limit (`providers.retry.RATE_LIMIT_SETTINGS`): libvirt is one local daemon, not
@@ -31,6 +33,8 @@ from providers.settings import ConfigError, Setting, SettingValue
 
 DEFAULT_URI = "qemu+ssh://root@192.168.122.1/system?no_verify=1"
 DEFAULT_ROOT_DISK_GIB = 10
+# Direct kernel boot of the project's image: its root partition is the second of the virtio disk.
+DEFAULT_KERNEL_CMDLINE = "root=/dev/vda2 rw console=ttyS0,115200 quiet"
 GIB = 1024**3
 
 _CPUSET = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")  # fullmatch: `$` allows a trailing newline
@@ -60,6 +64,28 @@ SETTINGS: list[Setting] = [
         str,
         "",
         help="NVRAM template for the OVMF loader; empty lets libvirt choose",
+    ),
+    Setting(
+        "kernel-vol-name",
+        "LIBVIRT_KERNEL_VOL_NAME",
+        str,
+        "",
+        help="kernel volume in the pool for direct kernel boot of non-confidential VMs (no firmware); "
+        "empty boots the firmware",
+    ),
+    Setting(
+        "initrd-vol-name",
+        "LIBVIRT_INITRD_VOL_NAME",
+        str,
+        "",
+        help="initrd volume in the pool for direct kernel boot (with LIBVIRT_KERNEL_VOL_NAME)",
+    ),
+    Setting(
+        "kernel-cmdline",
+        "LIBVIRT_KERNEL_CMDLINE",
+        str,
+        DEFAULT_KERNEL_CMDLINE,
+        help="kernel command line for direct kernel boot (the image manifest's direct_boot.cmdline)",
     ),
     Setting("cpu", "LIBVIRT_CPU", int, 2, help="number of vCPUs when the pod does not ask"),
     Setting("memory", "LIBVIRT_MEMORY", int, 8192, help="memory in MiB when the pod does not ask"),
@@ -119,6 +145,9 @@ class LibvirtConfig:
     launch_security: LaunchSecurity | None = LaunchSecurity.NONE
     firmware: str = "/usr/share/OVMF/OVMF_CODE_4M.fd"
     firmware_vars: str = ""
+    kernel_vol: str = ""
+    initrd_vol: str = ""
+    kernel_cmdline: str = DEFAULT_KERNEL_CMDLINE
     cpu: int = 2
     memory_mib: int = 8192
     cpuset: str = ""
@@ -130,6 +159,11 @@ class LibvirtConfig:
     @property
     def root_disk_bytes(self) -> int:
         return self.root_disk_gib * GIB
+
+    @property
+    def direct_boot(self) -> bool:
+        """Kernel and initrd from the pool instead of the firmware (never for confidential VMs)."""
+        return bool(self.kernel_vol)
 
 
 def _text(values: Mapping[str, SettingValue | None], key: str) -> str:
@@ -155,6 +189,8 @@ def parse_config(values: Mapping[str, SettingValue | None]) -> LibvirtConfig:
     root_gib = int(_number(values, "root_disk_size", DEFAULT_ROOT_DISK_GIB))
     ip_timeout = _number(values, "ip_timeout", 60.0)
     domain_type = _text(values, "domain_type") or "kvm"
+    kernel_vol, initrd_vol = _text(values, "kernel_vol_name"), _text(values, "initrd_vol_name")
+    kernel_cmdline = _text(values, "kernel_cmdline") or DEFAULT_KERNEL_CMDLINE
 
     for text, names in ((uri, "-uri or LIBVIRT_URI"), (pool, "-pool-name or LIBVIRT_POOL")):
         if not text:
@@ -180,6 +216,13 @@ def parse_config(values: Mapping[str, SettingValue | None]) -> LibvirtConfig:
     elif domain_type == "qemu" and not disable_cvm:
         problems.append(
             "LIBVIRT_DOMAIN_TYPE=qemu (software emulation) cannot run confidential VMs: set DISABLECVM=true"
+        )
+    if initrd_vol and not kernel_vol:
+        problems.append("LIBVIRT_INITRD_VOL_NAME is set without LIBVIRT_KERNEL_VOL_NAME")
+    if kernel_vol and not disable_cvm:
+        problems.append(
+            "LIBVIRT_KERNEL_VOL_NAME (direct kernel boot) is for non-confidential VMs only: confidential "
+            "ones boot their measured firmware; unset it or set DISABLECVM=true"
         )
     if cpuset and not _CPUSET.fullmatch(cpuset):
         problems.append(
@@ -209,6 +252,9 @@ def parse_config(values: Mapping[str, SettingValue | None]) -> LibvirtConfig:
         launch_security=launch_security,
         firmware=firmware,
         firmware_vars=_text(values, "firmware_vars"),
+        kernel_vol=kernel_vol,
+        initrd_vol=initrd_vol,
+        kernel_cmdline=kernel_cmdline,
         cpu=cpu,
         memory_mib=memory,
         cpuset=cpuset,

@@ -88,6 +88,11 @@ class DomainSpec:
     network: Network
     firmware: str = ""
     nvram_template: str = ""
+    # Direct kernel boot (paths on the libvirt host): no firmware; the cidata image is then a virtio
+    # disk, since the kernel published for it (Debian's cloud flavour) has no SATA driver.
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
     launch_security: LaunchSecurity = LaunchSecurity.NONE
     cpuset: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -123,12 +128,24 @@ def _metadata(parent: ET.Element, spec: DomainSpec) -> None:
         )
 
 
+def _direct_boot(spec: DomainSpec) -> bool:
+    """Kernel and initrd given, and not confidential (whose firmware is measured: always OVMF)."""
+    return bool(spec.kernel) and not spec.launch_security.confidential
+
+
 def _os(parent: ET.Element, spec: DomainSpec, s390: bool) -> None:
     os_element = _sub(parent, "os")
     if s390:
         _sub(os_element, "type", "hvm", arch="s390x", machine="s390-ccw-virtio")
     else:
         _sub(os_element, "type", "hvm", arch="x86_64", machine="q35")
+        if _direct_boot(spec):
+            # QEMU loads kernel and initrd itself (SeaBIOS's linuxboot ROM): no firmware, no NVRAM.
+            _sub(os_element, "kernel", spec.kernel)
+            if spec.initrd:
+                _sub(os_element, "initrd", spec.initrd)
+            _sub(os_element, "cmdline", spec.cmdline)
+            return
         if spec.launch_security.confidential:
             # SEV-SNP and TDX firmware is measured into the launch digest and runs stateless from
             # a ROM (`-bios`): there is no writable flash and hence no NVRAM.
@@ -155,8 +172,8 @@ def _disks(devices: ET.Element, spec: DomainSpec, s390: bool) -> None:
     _iommu_driver(root, confidential, name="qemu", type="qcow2")
     _sub(root, "source", file=spec.root_disk)
     _sub(root, "target", dev="vda", bus="virtio")
-    if s390:
-        # No SATA on s390x: the cidata image is a read-only virtio disk.
+    if s390 or _direct_boot(spec):
+        # No SATA on s390x, nor in the direct-boot kernel: the cidata image is a read-only virtio disk.
         cidata = _sub(devices, "disk", type="file", device="disk")
         _iommu_driver(cidata, confidential, name="qemu", type="raw")
         _sub(cidata, "source", file=spec.cidata_disk)
@@ -214,7 +231,8 @@ def _user_network_args(parent: ET.Element, network: UserNetwork, s390: bool, con
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
-    """The domain XML for `spec`: q35 + OVMF on x86_64, s390-ccw-virtio for IBM Secure Execution."""
+    """The domain XML for `spec`: q35 with OVMF or direct kernel boot on x86_64, s390-ccw-virtio for
+    IBM Secure Execution."""
     s390 = spec.launch_security is LaunchSecurity.S390_PV
     confidential = spec.launch_security.confidential
     domain = ET.Element("domain", type=spec.domain_type)

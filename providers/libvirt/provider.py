@@ -213,6 +213,7 @@ class LibvirtProvider:
             raise InvalidRequestError(
                 f"base volume {base_name!r} not found in pool {self._config.pool}: {_message(exc)}"
             ) from exc
+        boot = self._direct_boot_paths(pool, base_name)
         made: list[str] = []
         domain = None
         try:
@@ -232,7 +233,7 @@ class LibvirtProvider:
                 with _libvirt_reason(f"creating volume {scratch_volume_name(name)}"):
                     scratch = create_scratch_volume(pool, name, request.scratch_space_gib).path()
                     made.append(scratch)
-            spec = self._domain_spec(request, overlay.path(), cidata.path())
+            spec = self._domain_spec(request, overlay.path(), cidata.path(), boot)
             domain_xml = build_domain_xml(replace(spec, scratch_disk=scratch))
             with _libvirt_reason(f"defining domain {name}"):
                 domain = self._conn.defineXML(domain_xml)
@@ -246,8 +247,26 @@ class LibvirtProvider:
         _log.info("created domain %s for sandbox %s", name, request.sandbox_id)
         return domain
 
-    def _domain_spec(self, request: CreateRequest, root_disk: str, cidata_disk: str) -> DomainSpec:
+    def _direct_boot_paths(self, pool: libvirt.virStoragePool, base_name: str) -> tuple[str, str]:
+        """Paths of the kernel and initrd volumes when this VM boots them directly, else empty.
+
+        Only with the configured base volume: a pod naming another image boots that image's own
+        kernel through the firmware, since a kernel must match the modules on its root disk.
+        """
         config = self._config
+        if not config.direct_boot or base_name != config.vol_name:
+            return "", ""
+        paths = []
+        for name in (config.kernel_vol, config.initrd_vol):
+            with _libvirt_reason(f"looking up volume {name!r} in pool {config.pool}"):
+                paths.append(pool.storageVolLookupByName(name).path() if name else "")
+        return paths[0], paths[1]
+
+    def _domain_spec(
+        self, request: CreateRequest, root_disk: str, cidata_disk: str, boot: tuple[str, str] = ("", "")
+    ) -> DomainSpec:
+        config = self._config
+        kernel, initrd = boot
         network: Network = (
             UserNetwork(host_port=_free_loopback_port())
             if config.user_network
@@ -262,6 +281,9 @@ class LibvirtProvider:
             network=network,
             firmware=config.firmware,
             nvram_template=config.firmware_vars,
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=config.kernel_cmdline if kernel else "",
             launch_security=self._security,
             cpuset=config.cpuset,
             tags={**request.tags, OWNER_TAG: self.owner, SANDBOX_TAG: request.sandbox_id},
@@ -393,11 +415,26 @@ def _undefine(domain: libvirt.virDomain) -> None:
         domain.undefine()
 
 
+def _missing_boot_volumes(pool: libvirt.virStoragePool, config: LibvirtConfig) -> list[str]:
+    """Direct-boot volumes the settings name that are not in `pool`."""
+    problems = []
+    for setting, name in (
+        ("LIBVIRT_KERNEL_VOL_NAME", config.kernel_vol),
+        ("LIBVIRT_INITRD_VOL_NAME", config.initrd_vol),
+    ):
+        try:
+            if name:
+                pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            problems.append(f"{setting}: volume {name!r} in pool {config.pool!r}: {_message(exc)}")
+    return problems
+
+
 def check_host(conn: libvirt.virConnect, config: LibvirtConfig) -> LibvirtConfig:
     """`config` checked against the host (pool, network, architecture), launch security resolved."""
     problems: list[str] = []
     try:
-        conn.storagePoolLookupByName(config.pool)
+        problems += _missing_boot_volumes(conn.storagePoolLookupByName(config.pool), config)
     except libvirt.libvirtError as exc:
         problems.append(f"LIBVIRT_POOL: storage pool {config.pool!r} at {config.uri}: {_message(exc)}")
     if not config.user_network:

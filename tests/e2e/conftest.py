@@ -87,6 +87,6 @@ def run_id() -> str:
 
 @pytest.fixture(scope="session")
 def scratch_pool(libvirtd: LibvirtDaemon, podvm_image: BuildResult, run_id: str) -> Iterator[ScratchPool]:
-    pool = ScratchPool.create(run_id, podvm_image.qcow2)
+    pool = ScratchPool.create(run_id, podvm_image)
     yield pool
     pool.remove()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podvm.image.build import BuildResult
 from protocols.initdata import encode_initdata
 from providers.base import OWNER_TAG, SANDBOX_TAG
 from providers.libvirt.domain_xml import read_metadata
@@ -193,32 +194,48 @@ def _pool_xml(name: str, path: Path) -> str:
     return f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
 
 
-def _volume_xml(name: str, size: int) -> str:
+def _volume_xml(name: str, size: int, fmt: str = "qcow2") -> str:
     return (
         f"<volume><name>{name}</name><capacity unit='bytes'>{size}</capacity>"
-        "<target><format type='qcow2'/></target></volume>"
+        f"<target><format type='{fmt}'/></target></volume>"
     )
 
 
 @dataclass
 class ScratchPool:
-    """A transient dir pool holding the base volume; removed with everything in it."""
+    """A transient dir pool holding the image's volumes (base disk, direct-boot kernel and initrd);
+    removed with everything in it."""
 
     name: str
     path: Path
     base_volume: str
+    kernel_volume: str
+    initrd_volume: str
+    kernel_cmdline: str
+
+    @property
+    def image_volumes(self) -> tuple[str, ...]:
+        return (self.base_volume, self.kernel_volume, self.initrd_volume)
 
     @classmethod
-    def create(cls, run_id: str, image: Path) -> ScratchPool:
+    def create(cls, run_id: str, image: BuildResult) -> ScratchPool:
         path = POOL_PARENT / run_id
         path.mkdir(parents=True, mode=0o755)
         POOL_PARENT.chmod(0o755)
-        pool = cls(f"peerpods-e2e-{run_id}", path, "podvm-base.qcow2")
+        pool = cls(
+            f"peerpods-e2e-{run_id}", path, "podvm-base.qcow2", "podvm-vmlinuz", "podvm-initrd.img",
+            image.direct_cmdline(),
+        )  # fmt: skip
         conn = connect()
         try:
             libvirt_pool = conn.storagePoolCreateXML(_pool_xml(pool.name, path), 0)
-            volume = libvirt_pool.createXML(_volume_xml(pool.base_volume, image.stat().st_size), 0)
-            _upload(conn, volume, image)
+            for name, source, fmt in (
+                (pool.base_volume, image.qcow2, "qcow2"),
+                (pool.kernel_volume, image.kernel, "raw"),
+                (pool.initrd_volume, image.initrd, "raw"),
+            ):
+                volume = libvirt_pool.createXML(_volume_xml(name, source.stat().st_size, fmt), 0)
+                _upload(conn, volume, source)
             libvirt_pool.refresh(0)
         except BaseException:
             pool.remove()
@@ -494,10 +511,20 @@ class LibvirtAdaptor(AdaptorProcess):
 
 
 def adaptor_env(
-    pool: ScratchPool, domain_type: str = "kvm", uri: str = URI, network: str = "", **extra: str
+    pool: ScratchPool,
+    domain_type: str = "kvm",
+    uri: str = URI,
+    network: str = "",
+    direct_boot: bool = True,
+    **extra: str,
 ) -> dict[str, str]:
-    """The libvirt provider's settings for a run: scratch pool, small VMs, and the libvirt
-    `network` if one is named, else user-mode networking."""
+    """The libvirt provider's settings for a run: scratch pool, small VMs, the libvirt `network` if
+    one is named, else user-mode networking, and direct kernel boot unless told to boot OVMF."""
+    boot = {
+        "LIBVIRT_KERNEL_VOL_NAME": pool.kernel_volume,
+        "LIBVIRT_INITRD_VOL_NAME": pool.initrd_volume,
+        "LIBVIRT_KERNEL_CMDLINE": pool.kernel_cmdline,
+    }
     env = {
         "LIBVIRT_URI": uri,
         "LIBVIRT_POOL": pool.name,
@@ -507,6 +534,7 @@ def adaptor_env(
         "LIBVIRT_CPU": "2",
         "LIBVIRT_MEMORY": "1024",
         "LIBVIRT_EFI_FIRMWARE": str(OVMF_CODE),
+        **(boot if direct_boot else {}),
         **extra,
     }
     if domain_type != "kvm":
@@ -540,7 +568,7 @@ def leftovers(
     finally:
         conn.close()
     if pool is not None:
-        found += [f"volume {v}" for v in pool.volumes() if v != pool.base_volume]
+        found += [f"volume {v}" for v in pool.volumes() if v not in pool.image_volumes]
     names = set(domain_names)
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import py_compile
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from podvm.image import boot, disk, inputs, pyenv
-from podvm.image.config import FALLBACK_MIRROR, host_mirror, mirror_from_sources
+from podvm.image import boot, disk, inputs, pyenv, rootfs
+from podvm.image.build import FILES
+from podvm.image.config import (
+    DIRECT_FLAVOUR,
+    FALLBACK_MIRROR,
+    FIRMWARE_FLAVOUR,
+    host_mirror,
+    mirror_from_sources,
+)
 from podvm.image.errors import ImageBuildError
 from podvm.image.runner import Runner, build_env
 
@@ -173,6 +182,49 @@ def test_cmdline_names_the_root_partition_and_the_serial_console():
     line = boot.kernel_cmdline(disk.ROOT_PARTUUID)
     assert line.startswith(f"root=PARTUUID={disk.ROOT_PARTUUID} ")
     assert "console=ttyS0,115200" in line.split()
+
+
+def test_direct_boot_cmdline_is_the_serial_console_only():
+    words = boot.direct_cmdline(disk.ROOT_PARTUUID).split()
+    assert words[0] == f"root=PARTUUID={disk.ROOT_PARTUUID}"
+    assert [w for w in words if w.startswith("console=")] == ["console=ttyS0,115200"]
+    assert "cryptomgr.notests" in words and "quiet" in words
+
+
+def test_kernel_version_per_flavour(tmp_path):
+    (tmp_path / "boot").mkdir()
+    for name in ("vmlinuz-6.1.0-50-amd64", "vmlinuz-6.1.0-50-cloud-amd64", "config-6.1.0-50-amd64"):
+        (tmp_path / "boot" / name).write_bytes(b"")
+    assert rootfs.kernel_version(tmp_path, FIRMWARE_FLAVOUR) == "6.1.0-50-amd64"
+    assert rootfs.kernel_version(tmp_path, DIRECT_FLAVOUR) == "6.1.0-50-cloud-amd64"
+    (tmp_path / "boot" / "vmlinuz-6.1.0-50-cloud-amd64").unlink()
+    with pytest.raises(ImageBuildError, match="expected one cloud-amd64 kernel"):
+        rootfs.kernel_version(tmp_path, DIRECT_FLAVOUR)
+
+
+def test_initramfs_configs_are_in_the_files_tree():
+    for rel in rootfs.initramfs_config_files():
+        assert (FILES / rel).is_file(), rel
+
+
+def test_unusable_bytecode_finds_missing_and_source_checked_pycs(tmp_path):
+    lib = tmp_path / "usr/lib/py"
+    lib.mkdir(parents=True)
+    modes = {
+        "fresh": py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        "checked": py_compile.PycInvalidationMode.CHECKED_HASH,
+        "timestamp": py_compile.PycInvalidationMode.TIMESTAMP,
+    }
+    for name, mode in {**modes, "missing": None}.items():
+        (lib / f"{name}.py").write_text("x = 1\n")
+        if mode is not None:
+            py_compile.compile(str(lib / f"{name}.py"), invalidation_mode=mode, doraise=True)
+    tag = sys.implementation.cache_tag
+    assert pyenv.unusable_bytecode(tmp_path, ["/usr/lib/py"], tag) == [
+        "/usr/lib/py/checked.py",
+        "/usr/lib/py/missing.py",
+        "/usr/lib/py/timestamp.py",
+    ]
 
 
 def test_listing_digest_follows_content_and_exec_bit_not_mtime(tmp_path):

@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from providers.libvirt.config import (
+    DEFAULT_KERNEL_CMDLINE,
     DEFAULT_URI,
     SETTINGS,
     LibvirtConfig,
@@ -46,6 +47,9 @@ def test_upstream_flag_and_environment_names() -> None:
         "user-network": "LIBVIRT_USER_NETWORK",
         "domain-type": "LIBVIRT_DOMAIN_TYPE",
         "ip-timeout": "LIBVIRT_IP_TIMEOUT",
+        "kernel-vol-name": "LIBVIRT_KERNEL_VOL_NAME",
+        "initrd-vol-name": "LIBVIRT_INITRD_VOL_NAME",
+        "kernel-cmdline": "LIBVIRT_KERNEL_CMDLINE",
     }
 
 
@@ -141,3 +145,29 @@ def test_domain_type_is_kvm_or_software_emulation_and_never_confidential() -> No
     confidential = {**base, "domain_type": "qemu", "disable_cvm": False, "launch_security": "sev-snp"}
     with pytest.raises(ConfigError, match="cannot run confidential VMs"):
         parse_config(confidential)
+
+
+def test_direct_kernel_boot_settings() -> None:
+    assert not config_from({}).direct_boot  # the firmware boots, as upstream's
+    config = config_from(
+        {"LIBVIRT_KERNEL_VOL_NAME": "podvm-vmlinuz", "LIBVIRT_INITRD_VOL_NAME": "podvm-initrd.img"},
+        ["-kernel-cmdline", "root=/dev/vda2 rw quiet"],
+    )
+    assert config.direct_boot
+    assert (config.kernel_vol, config.initrd_vol, config.kernel_cmdline) == (
+        "podvm-vmlinuz",
+        "podvm-initrd.img",
+        "root=/dev/vda2 rw quiet",
+    )
+    assert config_from({"LIBVIRT_KERNEL_VOL_NAME": "k"}).kernel_cmdline == DEFAULT_KERNEL_CMDLINE
+
+
+def test_direct_kernel_boot_problems() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from({"LIBVIRT_INITRD_VOL_NAME": "podvm-initrd.img"})
+    assert caught.value.problems == ["LIBVIRT_INITRD_VOL_NAME is set without LIBVIRT_KERNEL_VOL_NAME"]
+    with pytest.raises(ConfigError) as caught:
+        config_from(
+            {"LIBVIRT_KERNEL_VOL_NAME": "k", "DISABLECVM": "false", "LIBVIRT_LAUNCH_SECURITY": "sev-snp"}
+        )
+    assert any("non-confidential VMs only" in problem for problem in caught.value.problems)

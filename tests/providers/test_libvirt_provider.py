@@ -165,6 +165,50 @@ async def test_pod_resources_and_image_annotation(conn: Any, make_provider: Prov
     assert int(overlay.findtext("capacity", "0")) == 20 * GIB  # the base is larger than the root size
 
 
+def add_boot_volumes(conn: Any) -> dict[str, str]:
+    """Kernel and initrd volumes in the pool, as published with the image; name -> path."""
+    pool = conn.storagePoolLookupByName(POOL)
+    paths = {}
+    for name in ("podvm-vmlinuz", "podvm-initrd.img"):
+        volume = pool.createXML(
+            f"<volume><name>{name}</name><capacity unit='bytes'>4096</capacity>"
+            "<target><format type='raw'/></target></volume>",
+            0,
+        )
+        paths[name] = volume.path()
+    return paths
+
+
+async def test_direct_kernel_boot_with_the_base_image_only(conn: Any, make_provider: ProviderFactory) -> None:
+    paths = add_boot_volumes(conn)
+    provider = make_provider(
+        vol_name=BASE,
+        kernel_vol="podvm-vmlinuz",
+        initrd_vol="podvm-initrd.img",
+        kernel_cmdline="root=/dev/vda2",
+    )
+    await provider.create_instance(request())
+    root = ET.fromstring(conn.lookupByName("podvm-a").XMLDesc(0))
+    assert root.findtext("os/kernel") == paths["podvm-vmlinuz"]
+    assert root.findtext("os/initrd") == paths["podvm-initrd.img"]
+    assert root.findtext("os/cmdline") == "root=/dev/vda2" and root.find("os/loader") is None
+    # A pod naming another image boots that image's own kernel, through the firmware.
+    await provider.create_instance(request("podvm-b", "sandbox-b", image="big-base.qcow2"))
+    other = ET.fromstring(conn.lookupByName("podvm-b").XMLDesc(0))
+    assert other.find("os/kernel") is None and other.find("os/loader") is not None
+
+
+def test_plugin_reports_missing_boot_volumes(conn: Any) -> None:
+    with pytest.raises(ConfigError) as caught:
+        PLUGIN.create(
+            plugin_values(LIBVIRT_KERNEL_VOL_NAME="nokernel", LIBVIRT_INITRD_VOL_NAME="noinitrd"), "caa-1"
+        )
+    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+        "LIBVIRT_KERNEL_VOL_NAME",
+        "LIBVIRT_INITRD_VOL_NAME",
+    ]
+
+
 async def test_lists_only_its_own_instances(conn: Any, make_provider: ProviderFactory) -> None:
     mine, theirs = make_provider("caa-1"), make_provider("caa-2")
     a = await mine.create_instance(request("podvm-a", "sandbox-a"))

@@ -186,6 +186,33 @@ def test_user_network_in_a_confidential_guest_uses_the_iommu() -> None:
     assert args[-1] == "virtio-net-pci,netdev=ppnet0,bus=pcie.0,addr=0x10,romfile=,iommu_platform=on"
 
 
+DIRECT = {
+    "kernel": "/var/lib/libvirt/images/podvm-vmlinuz",
+    "initrd": "/var/lib/libvirt/images/podvm-initrd.img",
+    "cmdline": "root=PARTUUID=6b7d0634-a77a-5950-b50f-4b45e9e5f187 rw console=ttyS0,115200 quiet",
+}
+
+
+def test_golden_direct_kernel_boot() -> None:
+    check_golden("libvirt_direct_boot.xml", build_domain_xml(spec(**DIRECT)))
+
+
+def test_direct_kernel_boot_has_no_firmware_and_a_virtio_cidata_disk() -> None:
+    root = parsed(build_domain_xml(spec(**DIRECT)))
+    assert root.find("os/loader") is None and root.find("os/nvram") is None
+    assert [root.findtext(f"os/{tag}") for tag in ("kernel", "initrd", "cmdline")] == list(DIRECT.values())
+    cidata = root.findall("devices/disk")[1]
+    assert cidata.get("device") == "disk" and cidata.find("readonly") is not None
+    assert cidata.find("target").get("bus") == "virtio"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("security", [LaunchSecurity.SEV_SNP, LaunchSecurity.TDX])
+def test_confidential_vms_boot_their_firmware_even_with_a_kernel(security: LaunchSecurity) -> None:
+    root = parsed(build_domain_xml(spec(launch_security=security, **DIRECT)))
+    assert root.find("os/kernel") is None and root.find("os/loader") is not None
+    assert root.findall("devices/disk")[1].get("device") == "cdrom"
+
+
 def test_metadata_round_trip_with_awkward_values() -> None:
     tags = {**TAGS, "team": "a<b>&\"c'", "empty": ""}
     text = build_domain_xml(spec(tags=tags))
@@ -225,8 +252,9 @@ def test_conn() -> Iterator[Any]:
         spec(),
         spec(network=UserNetwork(host_port=41234)),
         spec(launch_security=LaunchSecurity.S390_PV),
+        spec(**DIRECT),
     ],
-    ids=["plain", "user-network", "s390-pv"],
+    ids=["plain", "user-network", "s390-pv", "direct-boot"],
 )
 def test_libvirt_accepts(test_conn: Any, domain_spec: DomainSpec) -> None:
     domain = test_conn.defineXML(build_domain_xml(domain_spec))
