@@ -3,7 +3,8 @@ ever goes to cryptsetup's stdin (`--key-file -`): never into a file, an argument
 
 An ephemeral key is 4096 random bytes: a password hash cannot make it stronger, so its keyslot uses
 PBKDF2 at cryptsetup's minimum cost, which keeps the scratch disk's boot cost down. A key from the KBS
-may be a short passphrase, so it gets cryptsetup's default memory-hard Argon2id.
+may be a short passphrase, so it gets memory-hard Argon2id, its memory capped at 64 MiB so a small
+pod VM can open it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 CRYPTSETUP = "cryptsetup"
 TIMEOUT_S = 600.0
 _FAST_KDF = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
+_HARD_KDF = ("--pbkdf", "argon2id", "--pbkdf-memory", "65536", "--iter-time", "1000")
 _INTEGRITY = ("--integrity", "hmac-sha256", "--integrity-no-wipe", "--integrity-no-journal")
 
 
@@ -61,7 +63,7 @@ async def format_device(device: str, key: bytes, *, ephemeral: bool, integrity: 
     """luksFormat as LUKS2 (aes-xts-plain64, 512-bit key, 4 KiB sectors); wipes what was there."""
     argv = [CRYPTSETUP, "luksFormat", "--batch-mode", "--type", "luks2", "--cipher", "aes-xts-plain64"]
     argv += ["--key-size", "512", "--sector-size", "4096", "--key-file", "-"]
-    argv += [*(_FAST_KDF if ephemeral else ()), *(_INTEGRITY if integrity else ()), device]
+    argv += [*(_FAST_KDF if ephemeral else _HARD_KDF), *(_INTEGRITY if integrity else ()), device]
     await run(argv, stdin=key)
 
 
