@@ -56,10 +56,22 @@ def parser() -> argparse.ArgumentParser:
         "--leader-elect", action="store_true", help="accepted; a webhook has no leader-only work"
     )
     top.add_argument(
-        "--workers", type=_positive, default=len(os.sched_getaffinity(0)),
-        help="processes serving the same ports (default: the CPUs this process may run on)",
+        "--workers", type=_positive, default=default_workers(),
+        help="processes serving the same ports (default: the whole CPUs this process may use)",
     )  # fmt: skip
     return top
+
+
+def default_workers(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may run on, bounded by its cgroup's CPU quota (the container's CPU
+    limit: 500m is one worker), at least one. A pod sees all of its node's CPUs, and a worker per
+    CPU of a large node would not fit the container's memory limit."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()
+        return max(1, min(cpus, int(quota) // int(period)))
+    except (OSError, ValueError):  # no cgroup v2 file, or "max": no quota
+        return cpus
 
 
 def _positive(text: str) -> int:

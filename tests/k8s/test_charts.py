@@ -61,6 +61,16 @@ def test_lint_kbs(helm: Path) -> None:
     run_helm(helm, "lint", "--strict", str(KBS), *KBS_VALUES)
 
 
+def test_webhook_workers_value(helm: Path) -> None:
+    def args(*values: str) -> list[str]:
+        objects = render(helm, PEERPODS, "-f", str(PEERPODS / "providers/aws.yaml"), *values)
+        webhook = next(d for d in by_kind(objects, "Deployment") if "webhook" in d["metadata"]["name"])
+        return list(webhook["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    assert not any(a.startswith("--workers") for a in args())  # from the container's CPU limit
+    assert "--workers=3" in args("--set", "webhook.workers=3")
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_daemonset_as_upstream(helm: Path, provider: str) -> None:
     objects = render(helm, PEERPODS, "-f", str(PEERPODS / "providers" / f"{provider}.yaml"))

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from cluster.quantity import QuantityError, mebibytes, parse, value
-from cluster.webhook.cli import WORKER_STREAMS
+from cluster.webhook.cli import WORKER_STREAMS, default_workers
 from cluster.webhook.h2 import DATA, GOAWAY, HEADERS, PING, PREFACE, frame
 from cluster.webhook.mutate import (
     CPU_ANNOTATION,
@@ -368,6 +368,20 @@ async def test_workers_share_the_port_and_end_together(tmp_path: Path, ca: Clust
         async with asyncio.timeout(30):
             assert await process.wait() != 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("50000 100000\n", 1), ("max 100000\n", None), ("150000 100000\n", 1), (None, None)],
+)
+def test_default_workers_follow_the_cpu_limit(
+    tmp_path: Path, cpu_max: str | None, expected: int | None
+) -> None:
+    """500m (the chart's limit) is one worker, no quota is every CPU the process may run on."""
+    cgroup = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        cgroup.write_text(cpu_max)
+    assert default_workers(cgroup) == (expected or len(os.sched_getaffinity(0)))
 
 
 async def test_workers_refuse_a_taken_port(tmp_path: Path, ca: ClusterCA) -> None:
