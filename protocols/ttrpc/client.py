@@ -83,6 +83,10 @@ class ClientConnection(asyncio.Protocol):
     def is_closed(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
+    @property
+    def writable(self) -> bool:
+        return self._writable.is_set()
+
     async def wait_writable(self) -> None:
         """Wait while the transport's write buffer is above its high-water mark."""
         await self._writable.wait()
@@ -170,11 +174,15 @@ class Client:
                 assert response is not None
                 future.set_result(response)
 
-        await self.connection.wait_writable()
+        if not self.connection.writable:
+            await self.connection.wait_writable()
         stream_id = self.connection.start_raw(request, done)
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:  # no timeout context: it costs more than a small call's round trip
                 response = await future
+            else:
+                async with asyncio.timeout(timeout):
+                    response = await future
         except TimeoutError:
             self.connection.forget(stream_id)
             raise TtrpcError(Code.DEADLINE_EXCEEDED, "context deadline exceeded") from None

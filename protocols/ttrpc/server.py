@@ -198,15 +198,17 @@ class ServerConnection(asyncio.Protocol):
 
     def dispatch(self, stream_id: int, call: Call, raw_request: bytes) -> None:
         """Run the handler in its own task so slow calls never hold up the others."""
-        task = asyncio.get_running_loop().create_task(self._run(stream_id, call))
-        self._tasks[stream_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(stream_id, None))
+        self._tasks[stream_id] = asyncio.get_running_loop().create_task(self._run(stream_id, call))
 
     async def _run(self, stream_id: int, call: Call) -> None:
         handler = self.lookup(call)
+        remaining = call.remaining()
         try:
-            async with asyncio.timeout(call.remaining()):
+            if remaining is None:  # no timeout context: it costs more than a small call's handler
                 payload = await handler(call)
+            else:
+                async with asyncio.timeout(remaining):
+                    payload = await handler(call)
         except TtrpcError as exc:
             self.send(error_frame(stream_id, exc))
         except TimeoutError:
@@ -218,6 +220,8 @@ class ServerConnection(asyncio.Protocol):
             self.send(error_frame(stream_id, TtrpcError(Code.UNKNOWN, str(exc) or type(exc).__name__)))
         else:
             self.reply(stream_id, payload)
+        finally:
+            self._tasks.pop(stream_id, None)
 
 
 ConnectionFactory = Callable[[], asyncio.Protocol]

@@ -1,11 +1,14 @@
 """Byte-exact ttrpc framing, including the worked examples in reference/kata.md §2.9."""
 
+from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols.proto import health_pb2, hypervisor_pb2, ttrpc_pb2
 from protocols.ttrpc.envelope import (
+    SUCCESS,
     decode_request,
+    decode_response,
     encode_request,
     encode_response,
     peek_request,
@@ -151,3 +154,24 @@ def test_hand_encoded_response_matches_protobuf(payload: bytes, code: int, messa
     reference.status.code = code
     reference.status.message = message
     assert encode_response(payload, code, message) == reference.SerializeToString()
+
+
+def _protobuf_decode_response(data: bytes) -> bytes | str:
+    try:
+        response = ttrpc_pb2.Response.FromString(data)
+    except DecodeError:
+        return "refused"
+    return "refused" if response.status.code else response.payload
+
+
+def _decode_response(data: bytes) -> bytes | str:
+    try:
+        return decode_response(data)
+    except TtrpcError:
+        return "refused"
+
+
+@given(st.binary(max_size=300), st.binary(max_size=12))
+def test_decode_response_by_hand_agrees_with_protobuf(payload: bytes, garbage: bytes) -> None:
+    for data in (encode_response(payload), SUCCESS + garbage, encode_response(payload) + garbage):
+        assert _decode_response(data) == _protobuf_decode_response(data)
