@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.scratch_space import environment as scratch_environment
+from bench.scratch_space import scratch_seconds
 from podvm.image.build import build
 from podvm.image.config import ImageConfig, default_cache_dir, host_mirror
 from shimdriver.driver import AgentClient, shim_annotations
@@ -74,6 +76,7 @@ class Boot:
     steps: dict[str, float]
     total: float
     qemu_cpu: float
+    scratch: float | None = None  # the encrypted scratch space's unit (--scratch-space)
 
 
 def breakdown(sent: float, running: float, marks: dict[str, tuple[float, float]], started: float,
@@ -135,7 +138,7 @@ async def one_boot(
             (console_dir / f"console-{index + 1}.log").write_text("\n".join(lines) + "\n")
     finally:
         await hypervisor.stop_vm(sandbox_id)
-    return Boot(steps, ready - sent, cpu)
+    return Boot(steps, ready - sent, cpu, scratch_seconds(line.text for line in console.lines))
 
 
 async def _wait_for_mark(console: Console, step: str, timeout: float = 10.0) -> None:
@@ -159,11 +162,20 @@ def report(boots: list[Boot], domain_type: str, boot: str, load: tuple[float, fl
     lines += [row(step, [b.steps[step] for b in boots]) for step in STEPS]
     lines.append(row("total", [b.total for b in boots]))
     lines.append(row("QEMU CPU time", [b.qemu_cpu for b in boots]))
+    scratch = [b.scratch for b in boots if b.scratch is not None]
+    if scratch:
+        share = statistics.median(scratch) / statistics.median([b.total for b in boots])
+        lines.append(row("scratch encryption", scratch) + f"  ({share:.1%} of the total, in agent step)")
     return "\n".join(lines)
 
 
 async def run(
-    runs: int, domain_type: str, boot: str, console_dir: Path | None = None, cmdline_extra: str = ""
+    runs: int,
+    domain_type: str,
+    boot: str,
+    console_dir: Path | None = None,
+    cmdline_extra: str = "",
+    scratch_gib: int = 0,
 ) -> str:
     image = build(ImageConfig(cache_dir=default_cache_dir(), mirror=host_mirror()))
     run_id = new_run_id()
@@ -175,6 +187,7 @@ async def run(
             env = adaptor_env(pool, domain_type, direct_boot=boot == "direct", PROXY_TIMEOUT="20m")
             if cmdline_extra:
                 env["LIBVIRT_KERNEL_CMDLINE"] += f" {cmdline_extra}"
+            env.update(scratch_environment(scratch_gib))
             adaptor = LibvirtAdaptor(directory, owner, env)
             await adaptor.start()
             try:
@@ -219,11 +232,21 @@ def main() -> None:
         help="kernel parameters added for a direct boot (e.g. 'loglevel=6 printk.time=1' to see where "
         "the kernel's time goes on the console)",
     )
+    parser.add_argument(
+        "--scratch-space",
+        type=int,
+        default=0,
+        metavar="GIB",
+        help="ENABLE_SCRATCH_SPACE with a disk of GIB GiB: reports what encrypting it adds",
+    )
     args = parser.parse_args()
     problem = tool_problem() or (kvm_problem() if args.domain_type == "kvm" else None)
     if problem is not None:
         sys.exit(f"bench.boot: cannot run: {problem}")
-    print(asyncio.run(run(args.runs, args.domain_type, args.boot, args.console_dir, args.cmdline_extra)))
+    boots = run(
+        args.runs, args.domain_type, args.boot, args.console_dir, args.cmdline_extra, args.scratch_space
+    )
+    print(asyncio.run(boots))
 
 
 if __name__ == "__main__":
