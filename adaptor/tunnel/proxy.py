@@ -6,6 +6,7 @@ call goes over one mutually authenticated TLS connection to the forwarder at <vm
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Mapping
@@ -22,6 +23,15 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "agent.ttrpc"
 # A pod VM reached once and gone since fails the next agent call after this long, not PROXY_TIMEOUT.
 REDIAL_TIMEOUT_S = 5.0
+# One dial that hangs is abandoned after this long and dialled afresh: a connection QEMU's user-mode
+# network relays to a VM whose network is not up yet waits for SYN retransmissions (seconds), and a
+# cloud VM still booting drops SYNs; a fresh dial reaches a forwarder that has just started
+# listening at once. Long enough for a TLS handshake with a forwarder in an emulated VM.
+DIAL_ATTEMPT_TIMEOUT_S = 2.0
+# At most this long between failed dials (plus up to 50 ms of jitter): the dial loop adds at most
+# about 0.1 s to the moment the forwarder listens. A failed dial to a port not yet open costs one
+# TCP connect; a booting pod VM is dialled a few hundred times in a 20 s emulated boot.
+MAX_DIAL_BACKOFF_S = 0.05
 
 
 class AgentProxy:
@@ -36,6 +46,7 @@ class AgentProxy:
         interceptors: Mapping[tuple[str, str], Interceptor] | None = None,
         redial_timeout_s: float = REDIAL_TIMEOUT_S,
         resumed: bool = False,
+        dial_attempt_timeout_s: float = DIAL_ATTEMPT_TIMEOUT_S,
     ) -> None:
         """`resumed`: the pod VM was reached before this process started (redial, not a first dial)."""
         self.socket_path = socket_path
@@ -47,17 +58,18 @@ class AgentProxy:
             nonlocal connected_once
             if connected_once:
                 TUNNEL_REDIALS.inc()
-            client = await Client.connect_tcp(host, port, tls, server_hostname=server_name)
+            async with asyncio.timeout(dial_attempt_timeout_s):
+                client = await Client.connect_tcp(host, port, tls, server_hostname=server_name)
             connected_once = True
             return client
 
         name = f"pod VM {server_name} at {host}:{port}"
-        # Backoff capped at 1 s (upstream caps at 5 s): a booting pod VM is dialled cheaply, and a
-        # long last wait would add seconds to every pod start.
+        # Backoff capped at MAX_DIAL_BACKOFF_S (upstream caps at 5 s): a booting pod VM is dialled
+        # cheaply, and a long last wait would add up to the cap to every pod start.
         self.upstream = Upstream(
             dial,
             timeout_s=dial_timeout_s,
-            max_backoff_s=1.0,
+            max_backoff_s=MAX_DIAL_BACKOFF_S,
             name=name,
             redial_timeout_s=redial_timeout_s,
             connected=resumed,
