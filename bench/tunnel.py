@@ -12,8 +12,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import uvloop
 from google.protobuf.empty_pb2 import Empty
@@ -88,70 +90,118 @@ async def bulk_mb_per_second(socket: str, messages: int, concurrency: int) -> fl
         return messages * len(chunk) / (time.perf_counter() - begin) / 1e6
 
 
-def cpu_used(processes: dict[str, int], before: dict[str, float], units: float, scale: float) -> str:
-    """CPU each process used since `before`, per unit of work (`scale` 1e6: microseconds)."""
-    used = {name: cpu_seconds(pid) - before[name] for name, pid in processes.items()}
-    each = ", ".join(f"{name} {seconds / units * scale:.2f}" for name, seconds in used.items())
-    return f"{each}; total {sum(used.values()) / units * scale:.2f}"
+class Meter:
+    """CPU the given processes use over the measured rounds, per unit of work done in them."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.processes = processes
+        self.used = dict.fromkeys(processes, 0.0)
+        self.units = 0.0
+
+    async def measure(self, work: Callable[[], Awaitable[float]], units: Callable[[float], float]) -> float:
+        before = {name: cpu_seconds(pid) for name, pid in self.processes.items()}
+        result = await work()
+        for name, pid in self.processes.items():
+            self.used[name] += cpu_seconds(pid) - before[name]
+        self.units += units(result)
+        return result
+
+    def per_unit(self, scale: float) -> str:
+        each = ", ".join(f"{name} {seconds / self.units * scale:.2f}" for name, seconds in self.used.items())
+        return f"{each}; total {self.total * scale:.2f}"
+
+    @property
+    def total(self) -> float:
+        """CPU seconds per unit, all processes together."""
+        return sum(self.used.values()) / self.units
+
+
+async def alternate(rounds: int, paths: dict[str, Callable[[], Awaitable[float]]]) -> dict[str, float]:
+    """Median of `rounds` rounds per path, the paths taking turns so all see the same machine load."""
+    results: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, work in paths.items():
+            results[name].append(await work())
+    return {name: statistics.median(values) for name, values in results.items()}
 
 
 async def main(args: argparse.Namespace) -> None:
     async with contextlib.AsyncExitStack() as stack:
         pod = await stack.enter_async_context(local_pod())
-        go: str | None = str(pod.scratch / "go-proxy.sock")
+        go = str(pod.scratch / "go-proxy.sock")
         go_pid = 0
         try:
-            go_pid = await stack.enter_async_context(
-                go_proxy(pod.scratch / "go-proxy.sock", pod.direct_socket, GO_METHODS)
-            )
+            go_pid = await stack.enter_async_context(go_proxy(Path(go), pod.direct_socket, GO_METHODS))
         except GoProxyUnavailable as exc:
             print(f"Go ttrpc reference skipped: {exc}")
-            go = None
-        paths = [pod.direct_socket, pod.agent_socket] + ([go] if go else [])
-        lat = await latencies(paths, args.count)
-        print(f"unary Health.Check direct to agent : {summary_ms(lat[0])}")
-        print(f"unary Health.Check through tunnel  : {summary_ms(lat[1])} (target p50 <= 0.4 ms)")
-        if go:
-            print(f"unary Health.Check Go proxy, 1 hop : {summary_ms(lat[2])}")
-        print(f"tunnel/direct p50 ratio            : {percentile(lat[1], 0.5) / percentile(lat[0], 0.5):.2f}")
+        paths = {"direct": pod.direct_socket, "tunnel": pod.agent_socket} | ({"go": go} if go_pid else {})
+        lat = dict(zip(paths, await latencies(list(paths.values()), args.count), strict=True))
+        print(f"unary Health.Check direct to agent : {summary_ms(lat['direct'])}")
+        print(f"unary Health.Check through tunnel  : {summary_ms(lat['tunnel'])} (target p50 <= 0.4 ms)")
+        if go_pid:
+            print(f"unary Health.Check Go proxy, 1 hop : {summary_ms(lat['go'])}")
+        p50 = {name: percentile(samples, 0.5) for name, samples in lat.items()}
+        print(f"tunnel/direct p50 ratio            : {p50['tunnel'] / p50['direct']:.2f}")
 
-        processes = pod.processes()
-        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-        rate = await calls_per_second(pod.agent_socket, args.callers, args.seconds)
-        print(f"calls/s, {args.callers} callers through tunnel : {rate:,.0f} (target >= 20,000)")
-        print("  CPU per call (us): " + cpu_used(processes, before, rate * args.seconds, 1e6))
-        go_rate = 0.0
-        if go:
-            reference = {"Go proxy": go_pid, "stand-in agent": processes["stand-in agent"]}
-            before = {name: cpu_seconds(pid) for name, pid in reference.items()}
-            go_rate = await calls_per_second(go, args.callers, args.seconds)
-            print(f"calls/s, {args.callers} callers Go proxy, 1 hop : {go_rate:,.0f}")
-            print("  CPU per call (us): " + cpu_used(reference, before, go_rate * args.seconds, 1e6))
-        direct_rate = await calls_per_second(pod.direct_socket, args.callers, args.seconds)
-        print(f"calls/s, {args.callers} callers direct         : {direct_rate:,.0f}")
+        cores = os.cpu_count() or 1
+        tunnel_cpu = Meter(pod.processes())
+        go_cpu = Meter({"Go proxy": go_pid, "stand-in agent": tunnel_cpu.processes["stand-in agent"]})
+        meters = {"tunnel": tunnel_cpu, "go": go_cpu}
 
-        messages = args.messages // 4
-        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-        one = await bulk_mb_per_second(pod.agent_socket, messages, 1)
-        print(f"bulk CopyFile 1 MiB through tunnel, 1 in flight  : {one:,.0f} MB/s (target >= 250)")
-        print("  CPU per MB (ms): " + cpu_used(processes, before, messages * (1 << 20) / 1e6, 1e3))
-        go_one = await bulk_mb_per_second(go, messages, 1) if go else 0.0
-        if go:
-            print(f"bulk CopyFile 1 MiB Go proxy, 1 in flight        : {go_one:,.0f} MB/s")
+        def calls(name: str) -> Callable[[], Awaitable[float]]:
+            async def work() -> float:
+                return await calls_per_second(paths[name], args.callers, args.seconds)
 
-        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-        bulk = await bulk_mb_per_second(pod.agent_socket, args.messages, args.in_flight)
-        label = f"bulk CopyFile 1 MiB through tunnel, {args.in_flight} in flight"
-        print(f"{label} : {bulk:,.0f} MB/s (target >= 300)")
+            if name not in meters:
+                return work
+            return lambda: meters[name].measure(work, lambda rate: rate * args.seconds)
+
+        rate = await alternate(args.rounds, {name: calls(name) for name in paths})
+        print(
+            f"calls/s, {args.callers} callers, median of {args.rounds} alternating {args.seconds:g} s rounds"
+        )
+        print(f"  through tunnel  : {rate['tunnel']:,.0f} (target >= 20,000)")
+        print(f"    CPU per call (us): {tunnel_cpu.per_unit(1e6)}")
+        print(f"    at most {cores / tunnel_cpu.total:,.0f} calls/s on {cores} otherwise idle cores")
+        if go_pid:
+            print(f"  Go proxy, 1 hop : {rate['go']:,.0f}")
+            print(f"    CPU per call (us): {go_cpu.per_unit(1e6)}")
+        print(f"  direct          : {rate['direct']:,.0f}")
+
+        tunnel_cpu = meters["tunnel"] = Meter(tunnel_cpu.processes)
+        megabytes = args.stream_messages * (1 << 20) / 1e6
+
+        def stream(name: str) -> Callable[[], Awaitable[float]]:
+            async def work() -> float:
+                return await bulk_mb_per_second(paths[name], args.stream_messages, 1)
+
+            return (lambda: meters[name].measure(work, lambda _: megabytes)) if name == "tunnel" else work
+
+        one = await alternate(args.rounds, {name: stream(name) for name in paths if name != "direct"})
+        print(
+            f"one 1 MiB CopyFile stream (MB/s), median of {args.rounds} alternating rounds "
+            f"of {args.stream_messages} messages"
+        )
+        print(f"  through tunnel  : {one['tunnel']:,.0f} (target >= 250)")
+        print(f"    CPU per MB (ms): {tunnel_cpu.per_unit(1e3)}")
+        print(f"    at most {cores / tunnel_cpu.total:,.0f} MB/s on {cores} otherwise idle cores")
+        if go_pid:
+            print(f"  Go proxy, 1 hop : {one['go']:,.0f}")
+
+        tunnel_cpu = Meter(tunnel_cpu.processes)
         megabytes = args.messages * (1 << 20) / 1e6
-        print("  CPU per MB (ms): " + cpu_used(processes, before, megabytes, 1e3))
+        bulk = await tunnel_cpu.measure(
+            lambda: bulk_mb_per_second(pod.agent_socket, args.messages, args.in_flight), lambda _: megabytes
+        )
+        print(f"bulk CopyFile 1 MiB through tunnel, {args.in_flight} in flight : {bulk:,.0f} MB/s")
+        print(f"  CPU per MB (ms): {tunnel_cpu.per_unit(1e3)}")
+        print(f"  at most {cores / tunnel_cpu.total:,.0f} MB/s on {cores} otherwise idle cores")
         direct_bulk = await bulk_mb_per_second(pod.direct_socket, args.messages, args.in_flight)
         print(f"bulk CopyFile 1 MiB direct, {args.in_flight} in flight        : {direct_bulk:,.0f} MB/s")
-        if go:
+        if go_pid:
             print(
-                f"ours (2 hops + TLS) / Go (1 hop): p50 latency "
-                f"{percentile(lat[1], 0.5) / percentile(lat[2], 0.5):.2f}, calls/s {rate / go_rate:.2f}, "
-                f"1 MiB stream {one / go_one:.2f}"
+                f"ours (2 hops + TLS) / Go (1 hop, plain): p50 latency {p50['tunnel'] / p50['go']:.2f}, "
+                f"calls/s {rate['tunnel'] / rate['go']:.2f}, 1 MiB stream {one['tunnel'] / one['go']:.2f}"
             )
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
@@ -162,8 +212,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--count", type=int, default=3000, help="sequential calls per latency run")
     parser.add_argument("--callers", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--messages", type=int, default=800, help="1 MiB CopyFile messages")
+    parser.add_argument("--seconds", type=float, default=1.0, help="per calls/s round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per path")
+    parser.add_argument("--stream-messages", type=int, default=100, help="1 MiB messages per stream round")
+    parser.add_argument("--messages", type=int, default=800, help="1 MiB CopyFile messages, 16 in flight")
     parser.add_argument("--in-flight", type=int, default=16, help="concurrent CopyFile calls (files)")
     keep_freed_memory()
     uvloop.run(main(parser.parse_args()))
