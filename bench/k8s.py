@@ -11,7 +11,8 @@ Both run against the real control plane of tests/k8s (etcd, kube-apiserver, garb
   CLOUD_API_RATE_LIMIT=`--rate`, deletes the instances. The bound is the cloud calls made divided by
   the rate: no client can do better against that limit.
 
-Run: .venv/bin/python -m bench.k8s [--pods 200] [--rounds 2] [--webhook-workers 1] [--orphans 500] [--rate 20]
+Run: .venv/bin/python -m bench.k8s [--pods 200] [--rounds 2] [--webhook-workers 1] [--pass-through]
+                                   [--orphans 500] [--rate 20]
 """
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ from cluster import peerpod
 from cluster.controller.clouds import Clouds
 from cluster.controller.reconcile import PeerPodController
 from cluster.kubeapi import Json, KubeClient, KubeConfig
-from cluster.webhook.mutate import CPU_ANNOTATION
 from providers.base import OWNER_TAG
 from tests.chaos.harness import AwsCloud, aws_cloud
 from tests.chaos.moto_server import moto_server
 from tests.fakes.ec2_front import TokenBucket
 from tests.k8s.cluster import ControlPlane, control_plane, free_port
 from tests.k8s.conftest import CRD_FILE
-from tests.k8s.test_webhook_cluster import HOOKS, ensure_runtime_class, pod, registration, wait_active
+from tests.k8s.test_webhook_cluster import HOOKS, ensure_runtime_class, pod, registration
 
 TARGET_ADDED_P99_MS = 50.0
 TARGET_RATIO = 1.15
@@ -71,15 +71,19 @@ async def namespace_named(kube: KubeClient, name: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def webhook_process(certs: Path, directory: Path, workers: int) -> AsyncIterator[tuple[int, int]]:
+async def webhook_process(
+    certs: Path, directory: Path, workers: int, pass_through: bool
+) -> AsyncIterator[tuple[int, int]]:
     """`peerpods-webhook` in a process of its own, as deployed (not sharing the load generator's loop);
-    yields (its pid, its port)."""
+    yields (its pid, its port). `pass_through`: its target runtime class is one no pod has, so it
+    allows every pod unchanged (what calling a webhook costs, without a mutation)."""
+    env = {**os.environ, "TARGET_RUNTIMECLASS": "bench-no-such-class"} if pass_through else None
     port, probe = free_port(), free_port()
     binary = Path(sys.executable).with_name("peerpods-webhook")
     with (directory / "webhook.log").open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             str(binary), "--cert-dir", str(certs), f"--webhook-bind-address=127.0.0.1:{port}",
-            f"--health-probe-bind-address=127.0.0.1:{probe}", f"--workers={workers}", stderr=log,
+            f"--health-probe-bind-address=127.0.0.1:{probe}", f"--workers={workers}", stderr=log, env=env,
         )  # fmt: skip
     try:
         async with asyncio.timeout(30), aiohttp.ClientSession() as http:
@@ -127,15 +131,23 @@ async def measured_round(kube: KubeClient, namespace: str, bodies: list[Json], p
     side.pods += len(bodies)
 
 
-async def wait_inactive(kube: KubeClient, namespace: str) -> None:
-    """Until the API server no longer calls the deleted webhook (it learns of it asynchronously)."""
+async def webhook_calls(kube: KubeClient) -> float:
+    buckets = await webhook_call_buckets(kube)
+    return buckets[-1][1] if buckets else 0.0
+
+
+async def wait_called(kube: KubeClient, namespace: str, called: bool) -> None:
+    """Until a dry-run create does (or no longer does) reach the webhook: the API server learns of a
+    registration or its deletion asynchronously. Counted on its metrics, so that a webhook that
+    changes nothing (--pass-through) is seen too."""
     probe = pod("probe", "kata-remote")
     async with asyncio.timeout(30):
         while True:
-            created = await kube.request(
+            before = await webhook_calls(kube)
+            await kube.request(
                 "POST", f"/api/v1/namespaces/{namespace}/pods", probe, params={"dryRun": "All"}
             )
-            if CPU_ANNOTATION not in (created["metadata"].get("annotations") or {}):
+            if (await webhook_calls(kube) > before) == called:
                 return
             await asyncio.sleep(0.05)
 
@@ -147,7 +159,8 @@ async def webhook_bench(args: argparse.Namespace, kube: KubeClient, directory: P
     resources = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
     sides = {False: Side(), True: Side()}
     load_before = os.getloadavg()
-    async with webhook_process(certs, directory, args.webhook_workers) as (webhook_pid, port):
+    webhook = webhook_process(certs, directory, args.webhook_workers, args.pass_through)
+    async with webhook as (webhook_pid, port):
         pids = {"kube-apiserver": plane.processes[1].pid, "etcd": plane.processes[0].pid,
                 "peerpods-webhook": webhook_pid}  # fmt: skip
         await ensure_runtime_class(kube)
@@ -157,12 +170,12 @@ async def webhook_bench(args: argparse.Namespace, kube: KubeClient, directory: P
         for round_, with_webhook in enumerate((False, True, True, False) * args.rounds):
             if with_webhook and not registered:
                 await kube.create(HOOKS, hook)
-                await wait_active(kube, namespace)
+                await wait_called(kube, namespace, True)
                 await create_all(kube, namespace, [pod(f"w{round_}-{i}", "kata-remote", resources)
                                                    for i in range(20)])  # fmt: skip  # connections up
             elif registered and not with_webhook:
                 await kube.delete(f"{HOOKS}/bench")
-                await wait_inactive(kube, namespace)
+                await wait_called(kube, namespace, False)
             registered = with_webhook
             bodies = [pod(f"r{round_}-{i}", "kata-remote", resources) for i in range(args.pods)]
             await measured_round(kube, namespace, bodies, pids, sides[with_webhook])
@@ -171,7 +184,8 @@ async def webhook_bench(args: argparse.Namespace, kube: KubeClient, directory: P
     added_p50 = statistics.median(mutated) - statistics.median(plain)
     added_p99 = percentile(mutated, 0.99) - percentile(plain, 0.99)
     print(f"webhook: {args.pods} kata-remote pods created at once through the API server, "
-          f"{2 * args.rounds} rounds each way (ABBA), webhook with {args.webhook_workers} worker(s); "
+          f"{2 * args.rounds} rounds each way (ABBA), webhook with {args.webhook_workers} worker(s)"
+          f"{', passing every pod unchanged' if args.pass_through else ''}; "
           f"load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")  # fmt: skip
     for label, samples in (("webhook not registered", plain), ("webhook registered    ", mutated)):
         p50, p99 = statistics.median(samples), percentile(samples, 0.99)
@@ -310,6 +324,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=32, help="controller workers")
     parser.add_argument("--webhook-workers", type=int, default=1, help="peerpods-webhook --workers")
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds of the webhook bench")
+    parser.add_argument("--pass-through", action="store_true", help="the webhook allows every pod unchanged")
     parser.add_argument("--skip-webhook", action="store_true")
     parser.add_argument("--skip-controller", action="store_true")
     args = parser.parse_args()
