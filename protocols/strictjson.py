@@ -105,10 +105,12 @@ def _fast(data: bytes | str) -> tuple[bool, Any]:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return False, None
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        # before re-encoding: orjson writes no more than 255 levels (and orjson refused any lone
+        # surrogate already)
+        _check_tree(value, strings=False)
     if raw.count(b":") != orjson.dumps(value).count(b":") or _COLON_ESCAPE.search(raw) is not None:
         return False, None
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
-        _check_tree(value, strings=False)  # orjson refused any lone surrogate already
     return True, value
 
 

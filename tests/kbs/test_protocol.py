@@ -159,6 +159,8 @@ def test_an_even_rsa_modulus_is_refused() -> None:
         ("-Infinity", "-Infinity is not valid JSON"),
         ("[" * 128 + "]" * 128, None),
         ("[" * 129 + "]" * 129, "nested too deeply"),
+        ("[" * 300 + "]" * 300, "nested too deeply"),  # orjson reads it, but cannot write it again
+        ('{"a":' * 300 + "1" + "}" * 300, "nested too deeply"),
         ('{"a":' * 129 + "1" + "}" * 129, "nested too deeply"),
         ("[" * 100_000, "nested too deeply|not JSON"),
         ('{"a": 1, "a": 1}', "duplicate field 'a'"),
