@@ -16,7 +16,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from email.utils import formatdate
 
 from aiohttp import web
 
@@ -45,17 +44,17 @@ def error_response(error: KbsError) -> web.Response:
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refusals as upstream's error JSON; request timing and sizes for /metrics."""
-    broker = request.app[BROKER_KEY]
-    metrics = broker.metrics
+    metrics = request.app[BROKER_KEY].metrics
     counted = request.path.startswith("/kbs")
+    length = request.content_length or 0
     if counted:
         metrics.requests.inc()
         metrics.active.inc()
-        metrics.request_size.observe(float(request.content_length or 0))
+        metrics.request_size.observe(float(length))
     started = time.perf_counter()
     try:
-        if (request.content_length or 0) > request.app[MAX_BODY_KEY]:  # even where no body is read
-            raise web.HTTPRequestEntityTooLarge(request.app[MAX_BODY_KEY], request.content_length or 0)
+        if length > request.app[MAX_BODY_KEY]:  # even where no body is read
+            raise web.HTTPRequestEntityTooLarge(request.app[MAX_BODY_KEY], length)
         response = await handler(request)
     except KbsError as exc:
         log.info("%s %r: %r", request.method, request.path[:200], exc.detail)  # quoted: no forged lines
@@ -80,13 +79,29 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _set_session_cookie(response: web.Response, session: Session) -> None:
-    """Upstream's cookie: the session id, `Expires` only."""
-    response.set_cookie(SESSION_COOKIE, session.id, expires=formatdate(session.expires, usegmt=True))
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _http_date(seconds: float) -> str:
+    """RFC 7231's IMF-fixdate (as `email.utils.formatdate(usegmt=True)`, at a fifth of its cost)."""
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
+
+
+def _session_headers(session: Session) -> dict[str, str]:
+    """Upstream's cookie: the session id (32 hex digits), `Expires`; written as aiohttp's
+    `set_cookie` writes it, without building a `SimpleCookie` per response."""
+    return {"Set-Cookie": f"{SESSION_COOKIE}={session.id}; expires={_http_date(session.expires)}; Path=/"}
 
 
 async def _body(request: web.Request) -> bytes:
     """The request body, within the body timeout (a client cannot hold a handler by trickling it)."""
+    if request.content.is_eof():  # the whole body came with the head: nothing to wait for
+        return await request.read()
     limit = request.app[BODY_TIMEOUT_KEY]
     try:
         async with asyncio.timeout(limit):
@@ -107,15 +122,11 @@ async def kbs_api(request: web.Request) -> web.StreamResponse:
     method = request.method
     if name == "auth" and method == "POST":
         challenge, session = await broker.auth(await _body(request))
-        response = web.Response(body=challenge.to_json(), content_type=JSON)
-        _set_session_cookie(response, session)
-        return response
+        return web.Response(body=challenge.to_json(), content_type=JSON, headers=_session_headers(session))
     if name == "attest" and method == "POST":
         body = await _body(request)
         token, session = await broker.attest(request.cookies.get(SESSION_COOKIE), body)
-        response = web.Response(body=token_response(token), content_type=JSON)
-        _set_session_cookie(response, session)
-        return response
+        return web.Response(body=token_response(token), content_type=JSON, headers=_session_headers(session))
     if name == "resource" and method in ("GET", "POST", "DELETE"):
         return await _resource(request, broker, parts)
     if name == "attestation-policy" and method == "POST":

@@ -24,6 +24,7 @@ from protocols.atomicfile import atomic_write_at, is_temp_name, temp_name
 _SLASH = "\\x2F"
 _LOCK = ".lock"
 _READ_CHUNK = 1 << 20
+_ANY = Path("key")  # temporaries are named at random, whatever the key: no Path per write
 
 
 def file_name(key: str) -> str:
@@ -51,7 +52,7 @@ class LocalFsStorage:
         if self._durable:
             atomic_write_at(self._fd, name, value)
             return
-        tmp = temp_name(Path(name)).name
+        tmp = temp_name(_ANY).name
         self._write_temp(tmp, value)
         os.replace(tmp, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
 
@@ -81,7 +82,7 @@ class LocalFsStorage:
                 with self._locked():
                     self._write(name, value)
                 return True
-            tmp = temp_name(Path(name)).name
+            tmp = temp_name(_ANY).name
             self._write_temp(tmp, value)
             try:
                 os.link(tmp, name, src_dir_fd=self._fd, dst_dir_fd=self._fd, follow_symlinks=False)
