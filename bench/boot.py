@@ -111,8 +111,17 @@ def qemu_cpu_seconds(domain_name: str) -> float:
     return 0.0
 
 
+# On the kernel command line (--cmdline-extra), the image prints a boot profile once the pod VM is
+# ready (peerpods-boot-profile.service): the VM is kept until it has.
+PROFILE_PARAMETER = "peerpods.boot_profile"
+
+
 async def one_boot(
-    adaptor: LibvirtAdaptor, watcher: ConsoleWatcher, index: int, console_dir: Path | None = None
+    adaptor: LibvirtAdaptor,
+    watcher: ConsoleWatcher,
+    index: int,
+    console_dir: Path | None = None,
+    profile: bool = False,
 ) -> Boot:
     sandbox_id = secrets.token_hex(32)
     hypervisor = adaptor.hypervisor
@@ -132,11 +141,14 @@ async def one_boot(
             raise RuntimeError("the pod VM's console was never attached")
         cpu = qemu_cpu_seconds(console.domain_name)
         await _wait_for_mark(console, FORWARDER_MARK)
+        if profile:
+            await _wait_for_mark(console, "profile-done", timeout=600)
         steps = breakdown(sent, watcher.defined_at[sandbox_id], console.marks(), started, ready)
-        if console_dir is not None:
-            lines = [f"{line.at - sent:8.3f} {line.text}" for line in console.lines]
-            (console_dir / f"console-{index + 1}.log").write_text("\n".join(lines) + "\n")
     finally:
+        seen = watcher.consoles.get(sandbox_id)
+        if console_dir is not None and seen is not None:  # also when the boot failed
+            lines = [f"{line.at - sent:8.3f} {line.text}" for line in seen.lines]
+            (console_dir / f"console-{index + 1}.log").write_text("\n".join(lines) + "\n")
         await hypervisor.stop_vm(sandbox_id)
     return Boot(steps, ready - sent, cpu, scratch_seconds(line.text for line in console.lines))
 
@@ -194,7 +206,8 @@ async def run(
                 with ConsoleWatcher(owner) as watcher:
                     boots = []
                     for index in range(runs):
-                        boots.append(await one_boot(adaptor, watcher, index, console_dir))
+                        profile = PROFILE_PARAMETER in cmdline_extra.split()
+                        boots.append(await one_boot(adaptor, watcher, index, console_dir, profile))
                         print(f"run {index + 1}: {boots[-1].total:.2f}s", file=sys.stderr)
             finally:
                 await adaptor.stop()
@@ -229,8 +242,9 @@ def main() -> None:
     parser.add_argument(
         "--cmdline-extra",
         default="",
-        help="kernel parameters added for a direct boot (e.g. 'loglevel=6 printk.time=1' to see where "
-        "the kernel's time goes on the console)",
+        help="kernel parameters added for a direct boot: e.g. 'loglevel=6 printk.time=1' shows where "
+        f"the kernel's time goes on the console, '{PROFILE_PARAMETER}' makes the pod VM print systemd's "
+        "critical chains and Python import times there once it is ready (see --console-dir)",
     )
     parser.add_argument(
         "--scratch-space",

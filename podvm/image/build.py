@@ -47,6 +47,7 @@ ENABLED_UNITS = (
     "kata-agent.service",
     "agent-protocol-forwarder.service",
     "systemd-networkd.service",
+    "peerpods-boot-profile.service",
 )
 # Enabled when the project provides their command (unit -> command in /usr/local/bin).
 OPTIONAL_UNITS = {
