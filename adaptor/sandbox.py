@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CLEANUP_TIMEOUT_S = 600.0
+STRAY_RETRY_S = (5.0, 300.0)  # first and longest wait between deletes of a stray the cloud refused
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
 
 
@@ -87,6 +88,7 @@ class SandboxManager:
         self._changed = asyncio.Condition()
         self._allocating = asyncio.Lock()  # VNIs: from choosing one until the record holds it
         self._tls = authority.client_context(config.tls_min_version, config.tls_cipher_suites)
+        self._stray_retries: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def _locked(self, sandbox_id: str) -> AsyncIterator[None]:
@@ -428,12 +430,37 @@ class SandboxManager:
                 )
 
     async def _delete_stray(self, instance: Instance) -> None:
+        """A stray the cloud refuses to delete must not keep the adaptor (and its live pods) from
+        starting: it is retried in the background until it goes."""
         log.warning("deleting stray instance %s (sandbox %r)", instance.id, instance.sandbox_id or "?")
-        with contextlib.suppress(InstanceNotFound):
-            await self.provider.delete_instance(instance.id)
+        try:
+            with contextlib.suppress(InstanceNotFound):
+                await self.provider.delete_instance(instance.id)
+        except ProviderError as exc:
+            log.error("stray instance %s not deleted (%s); retrying in the background", instance.id, exc)
+            task = asyncio.create_task(self._keep_deleting_stray(instance.id))
+            self._stray_retries.add(task)
+            task.add_done_callback(self._stray_retries.discard)
+
+    async def _keep_deleting_stray(self, instance_id: str) -> None:
+        wait_s, longest_s = STRAY_RETRY_S
+        while True:
+            await asyncio.sleep(wait_s)
+            try:
+                with contextlib.suppress(InstanceNotFound):
+                    await self.provider.delete_instance(instance_id)
+            except ProviderError as exc:
+                wait_s = min(wait_s * 2, longest_s)
+                log.error("stray %s still not deleted (%s); next try in %.0f s", instance_id, exc, wait_s)
+                continue
+            log.info("stray instance %s deleted", instance_id)
+            return
 
     async def close(self) -> None:
-        """Stop serving; pod VMs keep running and are resumed by the next start."""
+        """Stop serving; pod VMs keep running and are resumed by the next start (which also takes
+        up the deletes of strays still pending here)."""
+        for task in list(self._stray_retries):
+            task.cancel()
         for proxy in self.proxies.values():
             await proxy.close()
         self.proxies.clear()

@@ -12,10 +12,12 @@ from providers.base import CreateRequest, Instance, InstanceNotFound, ProviderEr
 
 @dataclass
 class MemoryCloud:
-    """Instances live in a dict; `fail_create` makes the next creates raise; `port` is where VMs listen."""
+    """Instances live in a dict; `fail_create` makes the next creates raise, `refuse_delete` the
+    deletes of those ids; `port` is where VMs listen."""
 
     instances: dict[str, Instance] = field(default_factory=dict)
     fail_create: ProviderError | None = None
+    refuse_delete: set[str] = field(default_factory=set)
     port: int | None = None
     deleted: list[str] = field(default_factory=list)
     create_delay_s: float = 0.0
@@ -45,6 +47,8 @@ class MemoryCloud:
         return await asyncio.shield(asyncio.ensure_future(provision()))
 
     async def delete_instance(self, instance_id: str) -> None:
+        if instance_id in self.refuse_delete:
+            raise ProviderError(f"UnauthorizedOperation: not allowed to terminate {instance_id}")
         if self.instances.pop(instance_id, None) is None:
             raise InstanceNotFound(instance_id)
         self.deleted.append(instance_id)

@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from adaptor import sandbox
 from adaptor.state import SandboxRecord, SandboxState
 from adaptor.tunnel.hooks import CDI_ALL_GPUS, CDI_ANNOTATION, worker_interceptors
 from protocols.agent import AGENT_SERVICE
@@ -103,6 +104,41 @@ async def test_reconcile_deletes_strays_and_reports_lost(memory_adaptor: InProce
         "sb-half": SandboxState.FAILED,
     }
     assert "sb-live" in memory_adaptor.manager.proxies
+
+
+async def test_a_stray_the_cloud_refuses_to_delete_does_not_stop_the_start(
+    memory_adaptor: InProcessAdaptor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the refusal escaped reconcile and the adaptor exited, taking its live pods' tunnels."""
+    monkeypatch.setattr(sandbox, "STRAY_RETRY_S", (0.01, 0.05))
+    cloud, store = memory_adaptor.cloud, memory_adaptor.store
+    address = (ipaddress.ip_address("127.0.0.1"),)
+    cloud.instances["i-stray"] = Instance("i-stray", "podvm-x", address, "sb-unknown")
+    cloud.instances["i-live"] = Instance("i-live", "podvm-live", address, "sb-live", cloud.port)
+    cloud.refuse_delete.add("i-stray")
+    store.put(
+        SandboxRecord(
+            id="sb-live",
+            pod_name="p",
+            pod_namespace="ns",
+            instance_name="podvm-live",
+            socket_path=str(memory_adaptor.socket.parent / "sb-live.sock"),
+            state=SandboxState.RUNNING,
+            annotations=shim_annotations("p", "ns"),
+            instance_id="i-live",
+            ips=("127.0.0.1",),
+        )
+    )
+
+    await memory_adaptor.manager.reconcile()
+
+    assert "sb-live" in memory_adaptor.manager.proxies
+    assert "i-stray" in cloud.instances
+    cloud.refuse_delete.clear()  # the cloud allows it again: the background retry finishes the job
+    async with asyncio.timeout(30):
+        while "i-stray" in cloud.instances:
+            await asyncio.sleep(0.01)
+    assert sorted(cloud.instances) == ["i-live"] and cloud.deleted == ["i-stray"]
 
 
 async def test_worker_rewrite_hooks() -> None:
