@@ -23,7 +23,6 @@ from pathlib import Path
 from podvm.cdh import luks
 from podvm.cdh.errors import CdhError
 from podvm.cdh.mount_request import parse_secure_mount
-from podvm.cdh.resources import Resources
 from podvm.cdh.securemount import BlockDeviceMounter
 from protocols import version
 from protocols.cloudconfig import SCRATCH_SPACE_MARKER_PATH
@@ -150,7 +149,7 @@ async def set_up(mount_point: Path, binds: Mapping[str, Path], timeout_s: float)
     began = time.monotonic()
     device = await wait_for_disk(Path("/sys/block"), Path("/dev/disk/by-id"), timeout_s)
     mount = parse_secure_mount("block-device", scratch_request(device), [], str(mount_point))
-    await BlockDeviceMounter(Resources(None)).mount(mount)
+    await BlockDeviceMounter(None).mount(mount)
     for source, target in _bind_points(mount_point, binds):
         await luks.run(["mount", "--bind", str(source), str(target)])
     return time.monotonic() - began

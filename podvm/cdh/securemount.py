@@ -20,12 +20,14 @@ import secrets
 import stat
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from podvm.cdh import luks
 from podvm.cdh.errors import DeviceError, MountKeyError, ResourceError
 from podvm.cdh.mount_request import BlockDeviceMount, KeyKind, KeySpec, SourceType, TargetType
-from podvm.cdh.resources import Resources
+
+if TYPE_CHECKING:  # the boot-time scratch space (ephemeral keys only) never loads the KBS client
+    from podvm.cdh.resources import Resources
 
 log = logging.getLogger(__name__)
 EPHEMERAL_KEY_BYTES = 4096  # upstream's random key size
@@ -35,7 +37,8 @@ _T = TypeVar("_T")
 
 
 class BlockDeviceMounter:
-    def __init__(self, resources: Resources, sys_root: Path = Path("/sys")) -> None:
+    def __init__(self, resources: Resources | None, sys_root: Path = Path("/sys")) -> None:
+        """`resources`: where keys come from; None for ephemeral keys only."""
         self._resources = resources
         self._sys = sys_root
         self._lock = asyncio.Lock()  # one cryptsetup/mkfs/mount sequence at a time
@@ -53,6 +56,8 @@ class BlockDeviceMounter:
             return secrets.token_bytes(EPHEMERAL_KEY_BYTES)
         if spec.kind is KeyKind.SEALED:
             raise MountKeyError("Failed to get key: sealed secrets are not supported by this CDH")
+        if self._resources is None:
+            raise MountKeyError("Failed to get key: only ephemeral keys here")
         try:
             key = await self._resources.get(spec.uri)
         except ResourceError as exc:
