@@ -125,6 +125,8 @@ class H2Protocol(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return  # after a GOAWAY of ours: what is still buffered is not read
         self._buffer += data
         out: list[bytes] = []
         try:
