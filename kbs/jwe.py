@@ -12,7 +12,6 @@ deprecated, and no current guest sends it).
 
 from __future__ import annotations
 
-import json
 import os
 
 from cryptography.hazmat.primitives import hashes
@@ -29,6 +28,7 @@ from protocols.kbs import (
     KbsProtocolError,
     TeePubKey,
     b64url_encode,
+    dumps,
     tee_pubkey_of,
 )
 from verifier.lru import LruCache
@@ -74,7 +74,7 @@ def check_key(tee_pubkey: TeePubKey) -> ec.EllipticCurvePublicKey | rsa.RSAPubli
 
 
 def _protected(header: dict[str, object]) -> str:
-    return b64url_encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
+    return b64url_encode(dumps(header))
 
 
 def encrypt(plaintext: bytes, tee_pubkey: TeePubKey) -> JweResponse:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -206,17 +205,11 @@ class EcPublicJwk:
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         """The key, checked to be a point on the curve."""
-        return _ec_point(self.crv, *self.coordinates())
-
-
-@functools.lru_cache(maxsize=256)
-def _ec_point(crv: str, x: int, y: int) -> ec.EllipticCurvePublicKey:
-    """Cached: one guest's key is checked at /attest and used again for each resource it fetches
-    (the check that the point is on the curve is most of the cost)."""
-    try:
-        return ec.EllipticCurvePublicNumbers(x, y, _CURVES[crv]()).public_key()
-    except ValueError:
-        raise KbsProtocolError(f"tee-pubkey: the point is not on {crv}") from None
+        x, y = self.coordinates()
+        try:
+            return ec.EllipticCurvePublicNumbers(x, y, _CURVES[self.crv]()).public_key()
+        except ValueError:
+            raise KbsProtocolError(f"tee-pubkey: the point is not on {self.crv}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,14 @@ So this loader refuses, up front and with `StrictJsonError` only:
 * an object with the same key twice (parsers disagree on which one wins).
 
 Most documents take a fast path: orjson (which already refuses NaN, overflowing numbers, lone
-surrogates and invalid UTF-8) parses them, and a duplicate key -- which orjson keeps silently, the
-last one winning -- shows as a missing `:`. Every member of an object is one `:` in the text, and
-every other `:` is inside a string; re-encoding the parsed value gives one `:` per member kept and
-the strings' own. So when the two counts agree and no `:` was written as an escape (which the text
-would not show), no member was dropped. Anything else -- an orjson refusal, a count that differs, a
-possible 64-bit overflow (orjson reads those as floats), deep nesting -- goes the exact way below,
-which also words the refusal.
+surrogates and invalid UTF-8) parses them. A duplicate key, which orjson keeps silently (the last
+one winning), shows as a missing `:`: every member of an object is one `:` in the text, and every
+other `:` is inside a string; re-encoding the parsed value gives one `:` per member kept and the
+strings' own. So when the two counts agree and no `:` was written as an escape (which the text
+would not show), no member was dropped. An integer beyond 64 bits, which orjson reads as a float,
+can only be there when the text has a run of 19 digits and the value a float. Anything else -- an
+orjson refusal, a count that differs, a possible 64-bit overflow -- goes the exact way below, which
+also words the refusal.
 """
 
 from __future__ import annotations
@@ -96,15 +97,29 @@ def _check_tree(value: Any, strings: bool) -> None:
                 raise StrictJsonError(_SURROGATE) from None
 
 
+def _holds_float(value: Any) -> bool:
+    """Whether any number in the tree is a float (iteratively: the depth is not checked yet)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is float:
+            return True
+        if type(node) is dict:
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return False
+
+
 def _fast(data: bytes | str) -> tuple[bool, Any]:
     """(True, value) when orjson's reading is the strict one (see the module's docstring)."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if _LONG_DIGITS_BYTES in raw.translate(_BYTES_TO_ZERO):
-        return False, None
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return False, None
+    if _LONG_DIGITS_BYTES in raw.translate(_BYTES_TO_ZERO) and _holds_float(value):
+        return False, None  # perhaps an integer beyond 64 bits, which orjson reads as a float
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
         # before re-encoding: orjson writes no more than 255 levels (and orjson refused any lone
         # surrogate already)

@@ -189,7 +189,11 @@ _json_tokens = st.sampled_from(
         '"\\ud800"',
         "1",
         str(2**64),
+        str(-(2**63) - 1),
+        str(2**64 - 1),
+        "1.5",
         "1e999",
+        '"12345678901234567890123"',  # a long digit run inside a string
     ]
 )
 
