@@ -106,8 +106,8 @@ class FrameDecoder:
     def detach(self) -> bytearray:
         """Hand over the incomplete frame's payload bytes (its header is dropped): the caller takes
         the rest of that frame off the stream itself and feeds what follows it."""
-        payload = self._buffer[HEADER_SIZE:]
-        self._buffer = bytearray()
+        payload, self._buffer = self._buffer, bytearray()
+        del payload[:HEADER_SIZE]  # no copy: CPython moves a bytearray's start
         return payload
 
     def feed(self, data: bytes) -> list[Frame | OversizedFrame]:
@@ -140,5 +140,5 @@ class FrameDecoder:
         if source is self._buffer:
             del self._buffer[:offset]
         elif offset < end:
-            self._buffer = bytearray(source[offset:])
+            self._buffer = bytearray(memoryview(source)[offset:])  # one copy, not two
         return events
