@@ -7,6 +7,10 @@ on the row, so exactly one of several replicas racing on a session wins. The URL
 when set (as upstream), else built from `[storage_backend.backends.postgres]`. Connections broken by
 a database restart are dropped by the pool and made again on the next request; until the database
 answers, every call raises `StorageUnavailable`.
+
+A connection goes back to the pool as it is: asyncpg's default resets the session on every release
+(advisory locks, cursors, LISTEN, settings -- one more round trip per statement), and the statements
+here change none of that.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class PostgresBackend:
                     timeout=TIMEOUT_SECONDS,
                     command_timeout=TIMEOUT_SECONDS,
                     max_inactive_connection_lifetime=60.0,
+                    reset=_keep_session,
                 )
             return self._pool
 
@@ -101,6 +106,11 @@ class PostgresBackend:
         if self._users == 0 and self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset: nothing (see the module's docstring; asyncpg still rolls back an open
+    transaction first)."""
 
 
 async def _create_table(connection: asyncpg.Connection, table: str) -> None:

@@ -111,6 +111,27 @@ async def test_postgres_layout_is_upstreams(
     )
 
 
+async def test_a_postgres_statement_is_one_round_trip(
+    postgres_server: Postgres, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A connection goes back to the pool without asyncpg's session reset (a second statement per
+    call): the last statement the KBS's connection ran is its own SELECT."""
+    settings = settings_for(request, POSTGRES, tmp_path)
+    store = StorageFactory(settings).open("kbs")
+    try:
+        await store.set("k", b"v")
+        assert await store.get("k") == b"v"
+        database = request.getfixturevalue("postgres_url").rsplit("/", 1)[1]
+        last = postgres_server.psql(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            database,
+        )
+    finally:
+        await store.close()
+    assert last.strip() == "SELECT value FROM kbs WHERE key = $1"
+
+
 async def test_redis_layout_is_upstreams(
     redis_server: Redis, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
