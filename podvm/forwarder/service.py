@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 from pathlib import Path
@@ -17,6 +19,8 @@ log = logging.getLogger(__name__)
 DEFAULT_AGENT_SOCKET = "/run/kata-containers/agent.sock"
 DEFAULT_PORT = 15150
 AGENT_DIAL_TIMEOUT = 150.0
+AGENT_SOCKET_POLL_S = 0.02
+AGENT_SOCKET_POLLS = 50
 # Once kata-agent was reached, losing it means the pod is broken: calls fail after this, not 150 s.
 AGENT_REDIAL_TIMEOUT = 5.0
 
@@ -33,10 +37,16 @@ async def start_forwarder(
     """Listen now; dial the agent lazily on the first call (it may still be starting)."""
 
     async def dial_agent() -> Client:
+        # The agent starts beside the forwarder: its socket is tried every 20 ms for up to 1 s
+        # within one dial (a failed dial would log a retry on the console, slow in an emulated VM),
+        # and failed dials are retried every 0.1 s at most, so the first call waits for the agent,
+        # not for a long backoff.
+        for _ in range(AGENT_SOCKET_POLLS - 1):
+            with contextlib.suppress(FileNotFoundError, ConnectionRefusedError):
+                return await Client.connect_unix(agent_socket)
+            await asyncio.sleep(AGENT_SOCKET_POLL_S)
         return await Client.connect_unix(agent_socket)
 
-    # The agent starts beside the forwarder: its socket is retried every 0.1 s at most (a failed
-    # unix connect costs nothing), so the first call waits for the agent, not for a long backoff.
     upstream = Upstream(
         dial_agent,
         timeout_s=agent_dial_timeout,
