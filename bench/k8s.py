@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -29,13 +30,20 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import aiohttp
+import h2.config
+import h2.connection
+import h2.events
 
 from cluster import peerpod
 from cluster.controller.clouds import Clouds
 from cluster.controller.reconcile import PeerPodController
 from cluster.kubeapi import Json, KubeClient, KubeConfig
+from cluster.webhook.h2 import H2Protocol
+from cluster.webhook.mutate import MutationSettings
+from cluster.webhook.server import MAX_REVIEW_BYTES, http2_handler
 from providers.base import OWNER_TAG
 from tests.chaos.harness import AwsCloud, aws_cloud
 from tests.chaos.moto_server import moto_server
@@ -47,6 +55,7 @@ from tests.k8s.test_webhook_cluster import HOOKS, ensure_runtime_class, pod, reg
 TARGET_ADDED_P99_MS = 50.0
 TARGET_RATIO = 1.15
 OWNER = "k8s-bench"
+RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -156,7 +165,6 @@ async def webhook_bench(args: argparse.Namespace, kube: KubeClient, directory: P
                         certs: Path) -> bool:  # fmt: skip
     """The same kata-remote pods created with the webhook registered and without it, in the same run."""
     namespace = await namespace_named(kube, "bench-webhook")
-    resources = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
     sides = {False: Side(), True: Side()}
     load_before = os.getloadavg()
     webhook = webhook_process(certs, directory, args.webhook_workers, args.pass_through)
@@ -171,13 +179,13 @@ async def webhook_bench(args: argparse.Namespace, kube: KubeClient, directory: P
             if with_webhook and not registered:
                 await kube.create(HOOKS, hook)
                 await wait_called(kube, namespace, True)
-                await create_all(kube, namespace, [pod(f"w{round_}-{i}", "kata-remote", resources)
+                await create_all(kube, namespace, [pod(f"w{round_}-{i}", "kata-remote", RESOURCES)
                                                    for i in range(20)])  # fmt: skip  # connections up
             elif registered and not with_webhook:
                 await kube.delete(f"{HOOKS}/bench")
                 await wait_called(kube, namespace, False)
             registered = with_webhook
-            bodies = [pod(f"r{round_}-{i}", "kata-remote", resources) for i in range(args.pods)]
+            bodies = [pod(f"r{round_}-{i}", "kata-remote", RESOURCES) for i in range(args.pods)]
             await measured_round(kube, namespace, bodies, pids, sides[with_webhook])
     seen_by_server = await webhook_call_buckets(kube)
     plain, mutated = sides[False].latencies, sides[True].latencies
@@ -222,6 +230,62 @@ async def webhook_call_buckets(kube: KubeClient) -> list[tuple[str, float]]:
             bound = labels.split('le="', 1)[1].split('"', 1)[0]
             buckets.append((bound, float(count)))
     return buckets
+
+
+class _Sink:
+    """The transport of the in-process figure: keeps what the server writes."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def take(self) -> bytes:
+        data, self.written = b"".join(self.written), []
+        return data
+
+
+def framing_bench(args: argparse.Namespace) -> None:
+    """The webhook's CPU per admission without TLS, sockets or API server: bursts of requests (an
+    h2 client's bytes, as the API server's) fed to the server's protocol object."""
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "operation": "CREATE",
+                          "object": pod("p", "kata-remote", RESOURCES)}}  # fmt: skip
+    body = json.dumps(review).encode()
+    server = H2Protocol(http2_handler(MutationSettings()), MAX_REVIEW_BYTES)
+    sink = _Sink()
+    server.connection_made(cast(asyncio.Transport, sink))
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.increment_flow_control_window(1 << 30)
+    client.receive_data(sink.take())
+    server.data_received(client.data_to_send())
+    client.receive_data(sink.take())
+    headers = [(":method", "POST"), (":path", "/mutate-v1-pod?timeout=10s"), (":scheme", "https"),
+               (":authority", "127.0.0.1"), ("content-type", "application/json")]  # fmt: skip
+    answered, cpu = 0, 0.0
+    for _ in range(10):
+        burst = []
+        for _ in range(args.pods):
+            stream = client.get_next_available_stream_id()
+            client.send_headers(stream, [*headers, ("content-length", str(len(body)))])
+            client.send_data(stream, body, end_stream=True)
+            burst.append(client.data_to_send())
+        begin = time.process_time()
+        for data in burst:
+            server.data_received(data)
+        cpu += time.process_time() - begin
+        for event in client.receive_data(sink.take()):
+            if isinstance(event, h2.events.StreamEnded):
+                answered += 1
+            elif isinstance(event, h2.events.DataReceived):
+                client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+    print(f"webhook in-process: {answered} reviews ({len(body)} bytes) in bursts of {args.pods} over HTTP/2, "
+          f"no TLS: {cpu / answered * 1e6:.0f} us of CPU per admission")  # fmt: skip
 
 
 def _launch(cloud: AwsCloud, count: int) -> list[str]:
@@ -308,6 +372,7 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
         async with KubeClient(KubeConfig.from_file(plane.kubeconfig)) as kube:
             ok = True
             if not args.skip_webhook:
+                framing_bench(args)
                 ok &= await webhook_bench(args, kube, directory, plane, certs)
             if not args.skip_controller:
                 ok &= await controller_bench(args, kube, directory, moto_url)
