@@ -270,11 +270,7 @@ class RelayConnection(ServerConnection):
             writer.write(frame_header(upstream_id, REQUEST, cut.upstream_length, flags))
             writer.hold()
             self._cut_call = forwarded, call
-        data = self._cut.feed(self._decoder.detach())
-        if not self._cut.remaining:
-            self._cut_done()
-        if data:
-            self.data_received(data)
+        self._cut.feed(self._decoder.detach())  # less than the whole frame, or the decoder had it
 
     def _cut_done(self) -> None:
         """The frame has passed through whole: its deadline starts counting."""

@@ -7,17 +7,20 @@ relay's own state once per loop turn, until the relay is cutting the frame throu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocols.ttrpc.client import Client
 from protocols.ttrpc.envelope import Call, decode_response, encode_request, peek_head
-from protocols.ttrpc.frames import HEADER, MAX_PAYLOAD, MessageType, encode_frame
+from protocols.ttrpc.frames import HEADER, MAX_PAYLOAD, Frame, MessageType, encode_frame
 from protocols.ttrpc.relay import RelayConnection, Upstream
 from protocols.ttrpc.server import Server
 from protocols.ttrpc.status import Code, TtrpcError
@@ -165,3 +168,48 @@ def test_peek_head_finds_where_the_payload_field_ends(
     request = encode_request(service, method, payload, timeout_nano)
     tail = encode_request("", "", b"", timeout_nano)
     assert peek_head(request) == (service, method, len(request) - len(tail)) or not (service and method)
+
+
+async def _relay_stream(tmp_path: Path, stream: bytes, cuts: list[int], expected: int) -> list[Frame]:
+    """Write `stream` to a fresh relay in pieces cut at `cuts`; the first `expected` replies."""
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp_path, True)
+        upstream_server = Server(SERVICES)
+        await upstream_server.listen_unix(tmp_path / "upstream.sock")
+        stack.push_async_callback(upstream_server.close)
+        upstream = Upstream(lambda: Client.connect_unix(tmp_path / "upstream.sock"), timeout_s=5)
+        await upstream.get()
+        stack.push_async_callback(upstream.close)
+        relay = Server(factory=lambda: RelayConnection(upstream, METHODS))
+        await relay.listen_unix(tmp_path / "relay.sock")
+        stack.push_async_callback(relay.close)
+        peer = await RawPeer.connect(tmp_path / "relay.sock")
+        stack.push_async_callback(peer.close)
+        position = 0
+        for cut in [*sorted(cuts), len(stream)]:
+            peer.writer.write(stream[position:cut])
+            await peer.writer.drain()
+            position = max(position, cut)
+        return [await peer.receive() for _ in range(expected)]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0, 10, 1000, 70_000, 300_000]), st.booleans()), min_size=1, max_size=5
+    ),
+    st.lists(st.integers(min_value=0, max_value=2_000_000), max_size=12),
+)
+def test_any_chunking_of_large_and_small_requests_relays_each_whole(
+    tmp_path: Path, requests: list[tuple[int, bool]], cuts: list[int]
+) -> None:
+    payloads = [bytes([index]) * size for index, (size, _) in enumerate(requests)]
+    stream = b"".join(
+        request_frame(2 * index + 1, payload, 30 * 10**9 if deadline else 0)
+        for index, (payload, (_, deadline)) in enumerate(zip(payloads, requests, strict=True))
+    )
+    cuts = [cut % (len(stream) + 1) for cut in cuts]
+    replies = asyncio.run(_relay_stream(tmp_path / secrets.token_hex(4), stream, cuts, len(payloads)))
+    assert sorted((reply.stream_id, decode_response(reply.payload)) for reply in replies) == [
+        (2 * index + 1, payload) for index, payload in enumerate(payloads)
+    ]
