@@ -1,7 +1,7 @@
 """Full KBS handshakes per second: auth + attest + resource, as a guest does them.
 
     python -m bench.kbs [--tee sample,snp] [--workers 1,2] [--seconds 5] [--concurrency 48]
-                        [--storage localfs,postgres,redis]
+                        [--storage localfs,postgres,redis] [--profile FILE]
 
 Each run starts `--workers` KBS worker processes (the `kbs` server code, SO_REUSEPORT on one port,
 sharing one storage as replicas do: LocalFs, or a PostgreSQL or Redis server started for the run
@@ -15,6 +15,8 @@ sample TEE runs with test policies that trust it.
 
 Printed: handshakes/s, p50/p99 latency, CPU per handshake of servers and clients, and a breakdown
 of the server's CPU per step measured in-process (the rest is HTTP, asyncio and JSON framing).
+`--profile FILE` runs the first worker under cProfile with a CPU clock (the machine is shared) and
+prints the functions taking the most of it per handshake; the statistics stay in FILE.<storage>.<tee>.
 """
 
 from __future__ import annotations
@@ -154,12 +156,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_worker(config: str, material: SnpMaterial) -> None:
+def _server_worker(config: str, material: SnpMaterial, profile: str = "") -> None:
+    """One KBS worker; with `profile`, under cProfile, its statistics written there when it stops."""
+    import cProfile
+
     import uvloop
 
     from kbs.cli import serve
 
+    profiler = cProfile.Profile(time.process_time) if profile else None  # CPU: the machine is shared
+    if profiler is not None:
+        profiler.enable()
     uvloop.run(serve(parse_config(config), reuse_port=True, verifiers=material.registry()))
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
 
 
 async def prepare(broker: Broker, tee: str, material: SnpMaterial) -> None:
@@ -346,6 +357,7 @@ def run(
     concurrency: int,
     seconds: float,
     material: SnpMaterial,
+    profile: str = "",
 ) -> RunResult:
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="kbs-bench-") as scratch, storage_server(storage) as db_url:
@@ -356,7 +368,10 @@ def run(
         # Policies, reference values and the resource go into the shared storage before the workers
         # start (the workers would also see them if set later).
         asyncio.run(_prepared(build_broker(parse_config(config), material.registry()), tee, material))
-        servers = [context.Process(target=_server_worker, args=(config, material)) for _ in range(workers)]
+        servers = [
+            context.Process(target=_server_worker, args=(config, material, profile if index == 0 else ""))
+            for index in range(workers)
+        ]
         for server in servers:
             server.start()
         try:
@@ -532,6 +547,32 @@ async def _steps(broker: Broker, tee: str, build: EvidenceBuilder, n: int) -> li
     ]
 
 
+def print_profile(path: str, top: int = 30) -> None:
+    """The functions of one worker's profile with the most own CPU time, per handshake (the worker's
+    calls of `parse_attestation`, a plain function: cProfile counts each resumption of a coroutine
+    as a call; start-up and warm-up included)."""
+    import pstats
+
+    stats = pstats.Stats(path)
+    rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
+    handshakes = max(
+        (
+            calls
+            for (filename, _, name), (_, calls, *_) in rows
+            if filename.endswith("kbs.py") and name == "parse_attestation"
+        ),
+        default=1,
+    )
+    total = sum(row[1][2] for row in rows)
+    each = total / handshakes * 1e3
+    print(f"  profile of worker 0 ({path}): {handshakes} handshakes, {each:.2f} ms CPU each under cProfile")
+    print(f"  {'own ms':>7} {'cum ms':>7} {'calls':>6}  function (per handshake)")
+    for (filename, line, name), (_, calls, own, cumulative, _) in rows[:top]:
+        where = f"{Path(filename).name}:{line}({name})" if line else name
+        own_ms, cumulative_ms = own / handshakes * 1e3, cumulative / handshakes * 1e3
+        print(f"  {own_ms:7.3f} {cumulative_ms:7.3f} {calls / handshakes:6.1f}  {where}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tee", default="sample,snp")
@@ -541,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--breakdown-iterations", type=int, default=200)
     parser.add_argument("--storage", default="localfs", help="localfs, postgres and/or redis")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="run the first worker under cProfile; its statistics go to PROFILE.<storage>.<tee> and the"
+        " functions taking the most time are printed",
+    )
     args = parser.parse_args(argv)
     material = SnpMaterial.create()
     load = os.getloadavg()[0]
@@ -549,9 +596,14 @@ def main(argv: list[str] | None = None) -> int:
     for storage in (STORAGES[name] for name in args.storage.split(",")):
         for tee in args.tee.split(","):
             for workers in (int(w) for w in args.workers.split(",")):
-                result = run(storage, tee, workers, args.clients, args.concurrency, args.seconds, material)
+                profile = f"{args.profile}.{storage.lower()}.{tee}" if args.profile else ""
+                result = run(
+                    storage, tee, workers, args.clients, args.concurrency, args.seconds, material, profile
+                )
                 results.append(result)
                 print(result.line(), flush=True)
+                if profile:
+                    print_profile(profile)
     for tee in args.tee.split(","):
         steps = breakdown(tee, material, args.breakdown_iterations)
         print(f"\nwhere the time goes, {tee} (one thread, in-process, per handshake):")
