@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import subprocess
 import sys
@@ -327,3 +328,10 @@ def test_kbs_command_rejects_a_bad_configuration(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "http_server.sockets must be a list" in result.stderr
+
+
+def test_the_http_server_frames_requests_with_aiohttps_c_parser() -> None:
+    """aiohttp's compiled (llhttp) request parser, not its pure-Python fallback, which a missing
+    wheel or AIOHTTP_NO_EXTENSIONS would select silently at several times the CPU per request."""
+    compiled = importlib.import_module("aiohttp._http_parser").HttpRequestParser
+    assert getattr(importlib.import_module("aiohttp.web_protocol"), "HttpRequestParser") is compiled  # noqa: B009
