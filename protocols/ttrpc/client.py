@@ -16,7 +16,7 @@ from typing import TypeVar, cast
 from google.protobuf.message import Message
 
 from protocols.ttrpc.envelope import decode_message, decode_response, encode_request
-from protocols.ttrpc.frames import Frame, FrameDecoder, FrameTooLarge, MessageType, frame_parts
+from protocols.ttrpc.frames import Frame, FrameDecoder, FrameTooLarge, MessageType
 from protocols.ttrpc.status import Code, TtrpcError
 from protocols.ttrpc.writer import CoalescingWriter
 
@@ -28,6 +28,7 @@ RawCallback = Callable[[bytes | None, TtrpcError | None], None]
 ResponseT = TypeVar("ResponseT", bound=Message)
 
 CLOSED = "ttrpc: closed"
+REQUEST, RESPONSE = int(MessageType.REQUEST), int(MessageType.RESPONSE)  # ints: cheaper than enum members
 
 
 class ClientConnection(asyncio.Protocol):
@@ -53,7 +54,7 @@ class ClientConnection(asyncio.Protocol):
             if callback is None:
                 log.debug("response on inactive stream %d ignored", event.stream_id)
             elif isinstance(event, Frame):
-                if event.type == MessageType.RESPONSE:
+                if event.type == RESPONSE:
                     callback(event.payload, None)
                 else:
                     callback(None, TtrpcError(Code.INTERNAL, f"unexpected message type {event.type}"))
@@ -100,13 +101,11 @@ class ClientConnection(asyncio.Protocol):
             raise TtrpcError(Code.UNAVAILABLE, CLOSED)
         stream_id = self._next_stream_id
         try:
-            parts = frame_parts(stream_id, MessageType.REQUEST, request)
+            self._writer.write_frame(stream_id, REQUEST, request)
         except FrameTooLarge as exc:
             raise TtrpcError(Code.RESOURCE_EXHAUSTED, str(exc)) from None
         self._next_stream_id += 2
         self._pending[stream_id] = callback
-        for part in parts:
-            self._writer.write(part)
         return stream_id
 
     def open_stream(self, callback: RawCallback) -> tuple[int, CoalescingWriter]:

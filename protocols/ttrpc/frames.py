@@ -51,11 +51,6 @@ class OversizedFrame:
     length: int
 
 
-# Above this, a payload is written after its header as a separate buffer instead of being copied
-# behind it: unix sockets take both in one writev.
-SPLIT_PAYLOAD = 64 << 10
-
-
 def frame_header(stream_id: int, message_type: int, length: int, flags: int = 0) -> bytes:
     if length > MAX_PAYLOAD:
         raise FrameTooLarge(f"message length {length} exceeds maximum message size of {MAX_PAYLOAD}")
@@ -64,12 +59,6 @@ def frame_header(stream_id: int, message_type: int, length: int, flags: int = 0)
 
 def encode_frame(stream_id: int, message_type: int, payload: bytes, flags: int = 0) -> bytes:
     return frame_header(stream_id, message_type, len(payload), flags) + payload
-
-
-def frame_parts(stream_id: int, message_type: int, payload: bytes, flags: int = 0) -> tuple[bytes, ...]:
-    """The frame as buffers to write in order: one for small payloads, header and payload for large."""
-    header = frame_header(stream_id, message_type, len(payload), flags)
-    return (header, payload) if len(payload) > SPLIT_PAYLOAD else (header + payload,)
 
 
 class FrameDecoder:

@@ -66,8 +66,9 @@ class Upstream:
     @property
     def current(self) -> Client | None:
         """The live connection, if there is one; never dials."""
-        if self._client is not None and not self._client.is_closed:
-            return self._client
+        client = self._client
+        if client is not None and (transport := client.connection.transport) and not transport.is_closing():
+            return client
         return None
 
     async def get(self, timeout_s: float | None = None) -> Client:

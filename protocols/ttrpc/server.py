@@ -27,7 +27,6 @@ from protocols.ttrpc.frames import (
     FrameDecoder,
     FrameTooLarge,
     MessageType,
-    frame_parts,
 )
 from protocols.ttrpc.status import Code, TtrpcError
 from protocols.ttrpc.writer import CoalescingWriter
@@ -45,7 +44,8 @@ FRAME_DEADLINE_S = 30.0
 RequestT = TypeVar("RequestT", bound=Message)
 
 # Plain ints for the per-frame checks: operators on IntFlag members run Python code in enum.py.
-REQUEST, DATA, REMOTE_OPEN = int(MessageType.REQUEST), int(MessageType.DATA), int(Flags.REMOTE_OPEN)
+REQUEST, RESPONSE, DATA = int(MessageType.REQUEST), int(MessageType.RESPONSE), int(MessageType.DATA)
+REMOTE_OPEN = int(Flags.REMOTE_OPEN)
 
 
 def unary(request_type: type[RequestT], handler: Callable[[RequestT, Call], Awaitable[Message]]) -> Handler:
@@ -145,8 +145,7 @@ class ServerConnection(asyncio.Protocol):
     def send_response(self, stream_id: int, response: bytes) -> None:
         """An encoded Response; a large one is written after its header without being copied."""
         if self._writer is not None:
-            for part in frame_parts(stream_id, MessageType.RESPONSE, response):
-                self._writer.write(part)
+            self._writer.write_frame(stream_id, RESPONSE, response)
 
     def reply(self, stream_id: int, payload: bytes) -> None:
         try:

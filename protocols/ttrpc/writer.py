@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import asyncio
 
+from protocols.ttrpc.frames import HEADER, MAX_PAYLOAD, FrameTooLarge
+
 JOIN_LIMIT = 64 << 10
+# Above this, a payload is queued after its header as a buffer of its own instead of being copied
+# behind it: unix sockets take both in one writev.
+SPLIT_PAYLOAD = 64 << 10
 Buffer = bytes | memoryview
 
 
@@ -35,6 +40,18 @@ class CoalescingWriter:
             self._held.append(frame)
         else:
             self._queue(frame)
+
+    def write_frame(self, stream_id: int, message_type: int, payload: bytes, flags: int = 0) -> None:
+        """A whole frame; raises FrameTooLarge (having queued nothing) above the size limit."""
+        length = len(payload)
+        if length > MAX_PAYLOAD:
+            raise FrameTooLarge(f"message length {length} exceeds maximum message size of {MAX_PAYLOAD}")
+        header = HEADER.pack(length, stream_id, message_type, flags)
+        if length > SPLIT_PAYLOAD:
+            self.write(header)
+            self.write(payload)
+        else:
+            self.write(header + payload)
 
     @property
     def held(self) -> bool:
