@@ -10,3 +10,6 @@ SCRATCH_DISK_NAME = "peerpods-scratch"
 AWS_SCRATCH_DEVICE = "/dev/sdf"
 # Azure data disk LUN.
 AZURE_SCRATCH_LUN = 0
+# Written by process-user-data when the adaptor has ENABLE_SCRATCH_SPACE (upstream's path; the same
+# as protocols.cloudconfig's, kept here so the boot-time scratch unit does not load YAML).
+SCRATCH_SPACE_MARKER = "/run/peerpod/scratch-space.marker"

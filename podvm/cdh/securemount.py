@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 import stat
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -42,6 +43,7 @@ class BlockDeviceMounter:
         self._resources = resources
         self._sys = sys_root
         self._lock = asyncio.Lock()  # one cryptsetup/mkfs/mount sequence at a time
+        self.timings: dict[str, float] = {}  # seconds per step of the last mount (for bench.boot)
 
     async def mount(self, request: BlockDeviceMount) -> None:
         key = bytearray(await self._key(request.key))
@@ -83,6 +85,15 @@ class BlockDeviceMounter:
         assert request.device_path is not None  # the parser guarantees one of them
         return request.device_path
 
+    async def _step(self, what: str, call: Awaitable[_T]) -> _T:
+        began = time.monotonic()
+        try:
+            return await call
+        except luks.CommandFailed as exc:
+            raise DeviceError(f"{what} failed: {exc}") from None
+        finally:
+            self.timings[what] = time.monotonic() - began
+
     async def _mount(self, request: BlockDeviceMount, key: bytearray) -> None:
         device = self.device_path(request)
         _check_device(device)
@@ -93,22 +104,22 @@ class BlockDeviceMounter:
             formatting = luks.format_device(
                 device, bytes(key), ephemeral=ephemeral, integrity=request.data_integrity
             )
-            await _step("luksFormat", formatting)
+            await self._step("luksFormat", formatting)
             fresh = True
         elif not await luks.is_luks2(device):
             raise DeviceError(f"{device} is not a LUKS2 device (sourceType encrypted)")
         name = request.mapper_name or f"cdh-{secrets.token_hex(8)}"
-        mapped = await _step("luksOpen", luks.open_device(device, name, bytes(key)))
+        mapped = await self._step("luksOpen", luks.open_device(device, name, bytes(key)))
         try:
             if request.target is TargetType.DEVICE:
                 _link(mapped, request.mount_point)
             else:
                 if fresh:
-                    await _step("mkfs", luks.run(_mkfs_argv(request, mapped)))
+                    await self._step("mkfs", luks.run(_mkfs_argv(request, mapped)))
                 _directory(request.mount_point)
                 fs_type = request.filesystem_type
                 mount = ["mount", "-t", fs_type, "-o", MOUNT_OPTIONS, mapped, request.mount_point]
-                await _step("mount", luks.run(mount))
+                await self._step("mount", luks.run(mount))
         except BaseException:
             await asyncio.shield(_close_quietly(name))
             raise
@@ -143,13 +154,6 @@ def _check_device(device: str) -> None:
         raise DeviceError(f"{device}: {exc.strerror}") from None
     if not (stat.S_ISBLK(mode) or stat.S_ISREG(mode)):
         raise DeviceError(f"{device} is not a block device")
-
-
-async def _step(what: str, call: Awaitable[_T]) -> _T:
-    try:
-        return await call
-    except luks.CommandFailed as exc:
-        raise DeviceError(f"{what} failed: {exc}") from None
 
 
 async def _close_quietly(name: str) -> None:

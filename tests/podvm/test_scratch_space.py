@@ -11,6 +11,8 @@ import pytest
 
 from podvm.cdh.mount_request import KeyKind, SourceType, parse_secure_mount
 from podvm.cdh.scratch import Disk, ScratchError, choose_disk, main, read_disks, scratch_request
+from protocols.cloudconfig import SCRATCH_SPACE_MARKER_PATH
+from protocols.scratch_disk import SCRATCH_SPACE_MARKER
 
 ROOT = Disk("vda", partitioned=True, in_use=True, size_sectors=20_000_000)
 CIDATA = Disk("sr0", removable=True, read_only=True, size_sectors=700)
@@ -78,3 +80,7 @@ def test_without_the_marker_nothing_happens(tmp_path: Path, capsys: pytest.Captu
     assert main(["--marker", str(tmp_path / "absent"), "--mount-point", str(tmp_path / "image")]) == 0
     assert "no scratch space asked for" in capsys.readouterr().out
     assert not (tmp_path / "image").exists()
+
+
+def test_marker_is_where_process_user_data_writes_it() -> None:
+    assert SCRATCH_SPACE_MARKER == SCRATCH_SPACE_MARKER_PATH
