@@ -11,7 +11,6 @@ outside the prefix. `kbs.httpserver` serves this application.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -190,13 +189,12 @@ async def _broker_lifetime(app: web.Application) -> AsyncIterator[None]:
     storage is closed."""
     broker = app[BROKER_KEY]
     await broker.start()
-    sweeper = asyncio.create_task(broker.sweeper.run()) if broker.sweeper is not None else None
+    sweeper = broker.sweeper
+    task = asyncio.create_task(sweeper.run()) if sweeper is not None else None
     try:
         yield
     finally:
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        if sweeper is not None and task is not None:
+            await sweeper.stop(task)
         broker.policy.release()
         await broker.close()

@@ -14,6 +14,7 @@ record is deleted when read, and the rest are swept every minute by one replica 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -139,6 +140,7 @@ class Sweeper:
         self._interval = interval
         self._clock = clock
         self._failures = 0
+        self._stopping = asyncio.Event()
 
     async def claim(self) -> bool:
         """Whether this replica sweeps now (the sweep is due, and this replica moved it on)."""
@@ -171,6 +173,17 @@ class Sweeper:
         return self._interval * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
 
     async def run(self) -> None:
-        """Until cancelled."""
-        while True:
-            await asyncio.sleep(await self.run_once())
+        """Until `stop`."""
+        while not self._stopping.is_set():
+            delay = await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        """End `task` (running `run`): cancelled, and told to stop as well, since a storage client
+        may swallow a cancellation that lands mid-call (the sweep would then sleep on, and a
+        shutdown awaiting it would never end)."""
+        self._stopping.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

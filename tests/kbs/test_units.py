@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import importlib
 import json
 import subprocess
@@ -261,6 +263,33 @@ async def test_one_replica_sweeps_per_interval() -> None:
     assert [await sweeper.claim() for sweeper in reversed(sweepers)] == [True, False, False]
     await lease.set(SWEEP_KEY, b"garbage")  # unreadable: taken over
     assert await sweepers[0].claim()
+
+
+class _SwallowsCancellation(MemoryStorage):
+    """A lease whose read, like a storage client's may, turns the task's cancellation into an
+    ordinary answer (nothing stored) instead of raising it."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(namespace)
+        self.reading = asyncio.Event()
+
+    async def get(self, key: str) -> bytes | None:
+        self.reading.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        return None
+
+
+async def test_a_sweeper_stops_even_when_its_storage_swallows_the_cancellation() -> None:
+    """A KBS stopping mid-sweep: before, the swallowed cancellation let the sweeper sleep on, and
+    the shutdown that awaited it never ended (a hung test teardown on Redis)."""
+    lease = _SwallowsCancellation(KBS)
+    sweeper = Sweeper(SessionStore(MemoryStorage(SESSIONS)), lease)
+    task = asyncio.create_task(sweeper.run())
+    await lease.reading.wait()
+    async with asyncio.timeout(30):  # far above what stopping takes; the old code never returned
+        await sweeper.stop(task)
+    assert task.done()
 
 
 # ---- metrics
