@@ -69,6 +69,41 @@ MASKED_UNITS = (
     "e2scrub_all.timer",
     "e2scrub_reap.service",
     "fstrim.timer",
+    # Every pod VM boot runs these, each a fork and exec that takes seconds in an emulated VM, for
+    # nothing here: users are made at build time; the root file system is mounted read-write by
+    # the kernel command line and there is no fstab; no module list, no binfmt, no logins; no
+    # hugepages, kernel debug or trace file systems, no FUSE, no loop devices, no EFI pstore.
+    "systemd-sysusers.service",
+    "systemd-remount-fs.service",
+    "systemd-modules-load.service",
+    "systemd-network-generator.service",
+    "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount",
+    "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service",
+    "systemd-pstore.service",
+    "dev-hugepages.mount",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "sys-fs-fuse-connections.mount",
+    "modprobe@configfs.service",
+    "modprobe@efi_pstore.service",
+    "modprobe@fuse.service",
+    "modprobe@loop.service",
+)
+# Generators systemd runs before loading any unit, at every boot: the pod VM has no crypttab,
+# integritytab or veritytab, no partitions to discover (its root is named on the command line), no
+# SysV or rc.local scripts, no hibernation, no getty, no offline updates.
+MASKED_GENERATORS = (
+    "systemd-cryptsetup-generator",
+    "systemd-integritysetup-generator",
+    "systemd-veritysetup-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-sysv-generator",
+    "systemd-rc-local-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-getty-generator",
+    "systemd-system-update-generator",
 )
 # Base-stage inputs besides the settings: the initrd configurations and the code that uses them.
 _BASE_FILES = rootfs.initramfs_config_files()
@@ -214,6 +249,11 @@ def _units(runner: Runner, root: Path) -> list[str]:
             enabled.append(unit)
     runner.run(["systemctl", f"--root={root}", "enable", *enabled])
     runner.run(["systemctl", f"--root={root}", "mask", *MASKED_UNITS])
+    generators = root / "etc/systemd/system-generators"
+    generators.mkdir(parents=True, exist_ok=True)
+    for name in MASKED_GENERATORS:
+        (generators / name).unlink(missing_ok=True)
+        (generators / name).symlink_to("/dev/null")
     return enabled
 
 
