@@ -65,7 +65,9 @@ def test_cached_rebuild_returns_the_same_image(podvm_image: BuildResult) -> None
     assert again.cached
     assert again.qcow2 == podvm_image.qcow2
     manifest = json.loads(again.manifest.read_text())
-    assert set(manifest["outputs"]) == {"podvm.qcow2", "podvm.raw"}
+    assert set(manifest["outputs"]) == {"podvm.qcow2", "podvm.raw", "vmlinuz", "initrd.img"}
+    assert manifest["direct_boot"]["cmdline"] == again.direct_cmdline()
+    assert again.kernel.is_file() and again.initrd.is_file()
 
 
 async def test_pod_runs_in_a_real_vm(
@@ -98,7 +100,8 @@ async def test_pod_runs_in_a_real_vm(
     assert names, "no pod VM domain was seen"
     assert result.exit_status == 0, result.stderr.decode()
     assert result.stdout.decode().splitlines() == [
-        f"hello from the pod VM {manifest['kernel']}",
+        # Booted directly (adaptor_env's default): the cloud kernel published beside the disk.
+        f"hello from the pod VM {manifest['direct_boot']['kernel_version']}",
         f"secret: {kbs.secret.decode()}",
     ]
     assert leftovers(owner, names, scratch_pool) == []
