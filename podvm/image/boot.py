@@ -35,15 +35,7 @@ CMDLINE_OPTIONS = (
 # Kata passes its guests to skip work a VM does not need: the IO-APIC timer check, the PS/2
 # controller probe, the crypto self-tests; RCU grace periods expedited.
 DIRECT_CMDLINE_OPTIONS = (
-    "rw",
-    "console=ttyS0,115200",
-    "quiet",
-    "loglevel=3",
-    "fsck.mode=skip",
-    "systemd.show_status=false",
-    "udev.log_level=3",
-    "rd.udev.log_level=3",
-    "panic=10",
+    *(option for option in CMDLINE_OPTIONS if option != "console=tty0"),
     "no_timer_check",
     "i8042.direct=1",
     "i8042.dumbkbd=1",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from adaptor.config import SETTINGS, AdaptorConfig
 from adaptor.sandbox import SandboxManager
 from adaptor.state import SandboxRecord, SandboxState, StateStore
 from adaptor.tunnel.authority import TunnelAuthority
-from providers.base import Instance, Provider
+from providers.base import CreateRequest, Instance, Provider
 from providers.settings import resolve
 
 
@@ -72,3 +73,16 @@ class StopBench:
     async def close(self) -> None:
         await self.manager.close()
         self.store.close()
+
+
+async def one_gone_one_busy(
+    directory: Path, provider: Provider, request: Callable[[str, str], CreateRequest]
+) -> tuple[StopBench, Instance, Instance]:
+    """Two recorded instances: one the cloud already deleted, one the test will throttle."""
+    gone = await provider.create_instance(request("podvm-gone", "sb-gone"))
+    busy = await provider.create_instance(request("podvm-busy", "sb-busy"))
+    await provider.delete_instance(gone.id)
+    stops = StopBench(directory, provider)
+    stops.record(gone)
+    stops.record(busy)
+    return stops, gone, busy

@@ -38,7 +38,7 @@ from providers.base import (
 from providers.retry import RateLimiter, RetryPolicy
 from providers.settings import add_arguments, resolve
 from tests.fakes.arm import FakeArm, RecordedRequest
-from tests.providers.stop_support import StopBench
+from tests.providers.stop_support import StopBench, one_gone_one_busy
 
 OWNER = "adaptor-1"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBn0ZxX0bGb6yq0yqB9bH5m0Kx4xWcZlY0t5x9CqJ2v1 test"
@@ -610,13 +610,7 @@ async def test_stopvm_with_a_public_ip_deletes_it_after_the_vm(cloud: Cloud, tmp
 
 
 async def test_stopvm_of_a_vm_already_gone_or_throttled(cloud: Cloud, tmp_path: Path) -> None:
-    provider = cloud.provider()
-    gone = await provider.create_instance(request("podvm-gone", "sb-gone"))
-    throttled = await provider.create_instance(request("podvm-busy", "sb-busy"))
-    await provider.delete_instance(gone.id)
-    stops = StopBench(tmp_path, provider)
-    stops.record(gone)
-    stops.record(throttled)
+    stops, gone, throttled = await one_gone_one_busy(tmp_path, cloud.provider(), request)
     cloud.fake.clear_requests()
     cloud.fake.inject(429, "TooManyRequests", method="DELETE", path_contains="/podvm-busy", times=1)
     await stops.stop(gone.sandbox_id)  # ARM answers 204: nothing to delete

@@ -24,7 +24,7 @@ from providers.gcp.config import load_credentials, parse_config
 from providers.retry import RateLimiter, RetryPolicy
 from providers.settings import ConfigError, add_arguments, resolve
 from tests.fakes.gce import FakeCompute, decode_user_data
-from tests.providers.stop_support import StopBench
+from tests.providers.stop_support import StopBench, one_gone_one_busy
 
 PROJECT = "test-project"
 ZONE = "us-central1-a"
@@ -579,12 +579,7 @@ async def test_stopvm_deletes_in_the_zone_the_instance_was_created_in(tmp_path: 
 
 async def test_stopvm_of_an_instance_already_gone_or_throttled(fake: FakeCompute, tmp_path: Path) -> None:
     provider = fast_provider(fake)
-    gone = await provider.create_instance(request("podvm-gone", "sb-gone"))
-    throttled = await provider.create_instance(request("podvm-busy", "sb-busy"))
-    await provider.delete_instance(gone.id)
-    stops = StopBench(tmp_path, provider)
-    stops.record(gone)
-    stops.record(throttled)
+    stops, gone, throttled = await one_gone_one_busy(tmp_path, provider, request)
     fake.requests.clear()
     fake.fail("instances.delete", 429, times=1)
     await stops.stop(throttled.sandbox_id)
