@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import ssl
@@ -30,6 +28,7 @@ from kbs.metrics import MULTIPROCESS_ENV
 from kbs.policy import ResourcePolicyError
 from kbs.storage import StorageError
 from protocols import version
+from protocols.workers import run_workers
 from verifier.api import VerifierRegistry
 
 log = logging.getLogger("kbs")
@@ -158,28 +157,11 @@ def _supervise(config_path: Path, count: int, verbose: bool) -> int:
 
 
 def _run_workers(config_path: Path, count: int, verbose: bool) -> int:
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(str(config_path), verbose)) for _ in range(count)]
-    for worker in workers:
-        worker.start()
-    stopped: set[int] = set()
-
-    def stop(signum: int, frame: object) -> None:
-        for index, worker in enumerate(workers):
-            if worker.is_alive():
-                stopped.add(index)
-                worker.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    multiprocessing.connection.wait([w.sentinel for w in workers])
-    stop(signal.SIGTERM, None)
-    for worker in workers:
-        worker.join()
+    ended = run_workers(_worker, (str(config_path), verbose), count)
     failures = [
-        abs(worker.exitcode or 0)
-        for index, worker in enumerate(workers)
-        if worker.exitcode and not (index in stopped and worker.exitcode == -signal.SIGTERM)
+        abs(worker.code)
+        for worker in ended.exits
+        if worker.code and not (worker.terminated and worker.code == -signal.SIGTERM)
     ]
     return failures[0] if failures else 0
 

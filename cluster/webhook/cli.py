@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import socket
@@ -29,6 +27,7 @@ from cluster.webhook.mutate import MutationSettings
 from cluster.webhook.server import CertificateError, ServingCertificate, serving
 from protocols import version
 from protocols.daemon import add_logging_arguments, notify_ready, run_or_exit, setup_logging, split_host_port
+from protocols.workers import run_workers
 
 log = logging.getLogger("peerpods-webhook")
 
@@ -126,26 +125,7 @@ def _worker(args: argparse.Namespace) -> None:
 def _supervise(args: argparse.Namespace) -> int:
     """Run the workers until a signal or until one of them ends; then stop the others (a pod whose
     worker died is restarted whole). The status is the first failure of a worker not stopped here."""
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(args,)) for _ in range(args.workers)]
-    for worker in workers:
-        worker.start()
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    multiprocessing.connection.wait([worker.sentinel for worker in workers])
-    first_end_was_asked = stopping
-    stop(signal.SIGTERM, None)
-    for worker in workers:
-        worker.join()
-    if first_end_was_asked:
+    ended = run_workers(_worker, (args,), args.workers)
+    if ended.asked:
         return 0
-    return next((abs(w.exitcode) for w in workers if w.exitcode and w.exitcode != -signal.SIGTERM), 1)
+    return next((abs(w.code) for w in ended.exits if w.code and w.code != -signal.SIGTERM), 1)
