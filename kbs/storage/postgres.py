@@ -31,7 +31,16 @@ DEFAULTS: Mapping[str, Any] = {"db": "postgres", "username": "postgres", "port":
 TIMEOUT_SECONDS = 5.0
 POOL_SIZE = 8
 _T = TypeVar("_T")
-_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: a server shutting down sends its idle connections FATAL 57P01 before it
+# closes them; asyncpg takes that unsolicited message as a protocol error, and a statement sent in
+# between fails with this (the connection is gone, as the others of the pool will be)
+_FAILURES = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 # the server shut down or is starting: SQLSTATE classes 08 (connection) and 57 (operator intervention)
 _SERVER_GONE = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -189,3 +191,70 @@ async def test_an_unreachable_server_is_unavailable(kind: str, tmp_path: Path) -
 async def test_memory_is_not_shared() -> None:
     assert not StorageSettings(type=MEMORY, session_type=MEMORY).shared
     assert StorageSettings(type=REDIS, session_type=POSTGRES).shared
+
+
+class _LingeringRelay:
+    """A TCP relay to PostgreSQL that passes on everything but holds back the server's close until
+    `let_close` is set: the moment between a shut-down server's FATAL message and its EOF, which a
+    busy KBS can hit by chance, made to last."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self.let_close = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *_: object) -> None:
+        self.let_close.set()
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        server_in, server_out = await asyncio.open_connection(*self._upstream)
+        self._pumps.add(asyncio.create_task(self._pump(client_in, server_out, hold=False)))
+        self._pumps.add(asyncio.create_task(self._pump(server_in, client_out, hold=True)))
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, hold: bool) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+            if hold:
+                await self.let_close.wait()
+            sink.close()
+
+
+async def test_a_connection_the_server_terminated_is_unavailable_not_a_fault(
+    postgres_server: Postgres, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A server shutting down sends its idle connections FATAL 57P01, then closes them. A statement
+    sent on such a connection in between finds asyncpg's protocol in an error state
+    (`InternalClientError`): that is the database going away (503), not a fault of the KBS (500), and
+    the next call gets a fresh connection."""
+    settings = settings_for(request, POSTGRES, tmp_path)
+    relay = _LingeringRelay(settings.postgres["host"], settings.postgres["port"])
+    async with relay as port:
+        relayed = dataclasses.replace(settings, postgres={**settings.postgres, "port": port})
+        store = StorageFactory(relayed).open("kbs")
+        try:
+            await store.set("k", b"v")
+            database = settings.postgres["db"]
+            postgres_server.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                database,
+            )
+            await asyncio.sleep(0.2)  # the FATAL message reaches the client; its close is held
+            with pytest.raises(StorageUnavailable, match="InternalClientError"):
+                await store.get("k")
+            relay.let_close.set()
+            assert await store.get("k") == b"v"
+        finally:
+            await store.close()
