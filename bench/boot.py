@@ -140,7 +140,8 @@ async def one_boot(
         if console is None:
             raise RuntimeError("the pod VM's console was never attached")
         cpu = qemu_cpu_seconds(console.domain_name)
-        await _wait_for_mark(console, FORWARDER_MARK)
+        for mark in (USER_DATA_MARK, FORWARDER_MARK):
+            await _wait_for_mark(console, mark)
         if profile:
             await _wait_for_mark(console, "profile-done", timeout=600)
         steps = breakdown(sent, watcher.defined_at[sandbox_id], console.marks(), started, ready)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from podvm.image import boot, disk, inputs, pyenv, rootfs
+from podvm.image import boot, disk, initrd, inputs, pyenv, rootfs
 from podvm.image.config import (
     COMMANDS,
     DIRECT_FLAVOUR,
@@ -90,6 +90,8 @@ MASKED_UNITS = (
     "modprobe@efi_pstore.service",
     "modprobe@fuse.service",
     "modprobe@loop.service",
+    # device-mapper loads itself when cryptsetup opens /dev/mapper/control (a static node)
+    "modprobe@dm_mod.service",
 )
 # Generators systemd runs before loading any unit, at every boot: the pod VM has no crypttab,
 # integritytab or veritytab, no partitions to discover (its root is named on the command line), no
@@ -157,6 +159,8 @@ def compute_keys(config: ImageConfig) -> tuple[Keys, list[str], pyenv.Lock, list
             "files": inputs.listing_digest(FILES, inputs.tree_files(FILES, ".")),
             "code": inputs.listing_digest(HERE, [p.name for p in sorted(HERE.glob("*.py"))]),
             "stub": inputs.file_digest(STUB) if STUB.exists() else "",
+            "init": inputs.listing_digest(initrd.SOURCE, inputs.tree_files(initrd.SOURCE, ".")),
+            "go": initrd.go_toolchain() is not None,
             "kata_agent": inputs.file_digest(config.kata_agent) if config.kata_agent else "",
             "upstream_agent_files": inputs.listing_digest(
                 UPSTREAM_AGENT_FILES, inputs.tree_files(UPSTREAM_AGENT_FILES, ".")
@@ -298,6 +302,9 @@ def image_stage(
         rootfs.clean(root)
     kernel, initrd = rootfs.kernel_files(root, FIRMWARE_FLAVOUR)
     direct_kernel, direct_initrd = rootfs.kernel_files(root, DIRECT_FLAVOUR)
+    direct_init = _direct_init(config, runner, root, direct_kernel)
+    if direct_init is not None:
+        direct_initrd = direct_init
     cmdline = boot.kernel_cmdline(disk.ROOT_PARTUUID)
     with runner.step("unified kernel image"):
         uki = staging / "BOOTX64.EFI"
@@ -334,6 +341,7 @@ def image_stage(
             "kernel": KERNEL,
             "initrd": INITRD,
             "kernel_version": direct_kernel.name.removeprefix("vmlinuz-"),
+            "init": "peerpods-init" if direct_init is not None else "initramfs-tools",
             "cmdline": boot.direct_cmdline(disk.ROOT_PARTUUID),
         },
         "units": enabled,
@@ -345,6 +353,24 @@ def image_stage(
     _publish(output, final)
     shutil.rmtree(staging)
     return _result(final, cached=False)
+
+
+def _direct_init(config: ImageConfig, runner: Runner, root: Path, kernel: Path) -> Path | None:
+    """The direct-boot initrd with peerpods-init, or None without a Go toolchain (initramfs-tools'
+    initrd then)."""
+    go = initrd.go_toolchain()
+    if go is None:
+        runner.say("no Go toolchain: direct boot keeps initramfs-tools' initrd (slower to boot)")
+        return None
+    with runner.step("direct-boot initrd (peerpods-init)"):
+        init = initrd.build_init(runner, go, config.cache_dir)
+        version = kernel.name.removeprefix("vmlinuz-")
+        archive = initrd.direct_initrd(
+            init.read_bytes(), root / "lib/modules" / version, version, config.source_date_epoch
+        )
+        out = root.parent / "initrd-direct.img"
+        out.write_bytes(archive)
+    return out
 
 
 def prune(directory: Path, current: str, keep_others: int = 1) -> None:
