@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import subprocess
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from kbs.storage.postgres import postgres_url
 from kbs.storage.redis import redis_url
 from tests.kbs.dbservers import Postgres, Redis, free_port
 from tests.kbs.storage_backends import BACKENDS, SHARED_BACKENDS, settings_for
+from tests.relaying import pipe
 
 
 @pytest.fixture(params=BACKENDS)
@@ -218,17 +218,8 @@ class _LingeringRelay:
 
     async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
         server_in, server_out = await asyncio.open_connection(*self._upstream)
-        self._pumps.add(asyncio.create_task(self._pump(client_in, server_out, hold=False)))
-        self._pumps.add(asyncio.create_task(self._pump(server_in, client_out, hold=True)))
-
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, hold: bool) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := await source.read(65536):
-                sink.write(chunk)
-                await sink.drain()
-            if hold:
-                await self.let_close.wait()
-            sink.close()
+        self._pumps.add(asyncio.create_task(pipe(client_in, server_out)))
+        self._pumps.add(asyncio.create_task(pipe(server_in, client_out, close_after=self.let_close)))
 
 
 async def test_a_connection_the_server_terminated_is_unavailable_not_a_fault(

@@ -9,7 +9,6 @@ answered, later ones reach the real forwarder.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from adaptor.tunnel.proxy import AgentProxy
 from protocols.tunnel_tls import client_context
+from tests.relaying import pipe
 from tests.tunnel.conftest import INSTANCE, Tunnel
 
 
@@ -37,17 +37,9 @@ class StallingRelay:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         self._writers.append(up_writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+            task = asyncio.create_task(pipe(source, sink))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        sink.close()
 
     def close(self) -> None:
         for task in self._tasks:
