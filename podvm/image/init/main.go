@@ -230,7 +230,7 @@ func switchRoot(s settings) error {
 			return fmt.Errorf("move %s into the root: %w", dir, err)
 		}
 	}
-	for _, path := range []string{"/init", "/etc", "/lib", "/usr"} {
+	for _, path := range []string{"/init", "/etc", "/lib"} {
 		os.RemoveAll(path)
 	}
 	if err := os.Chdir(newRoot); err != nil {
